@@ -1,0 +1,211 @@
+"""Every event that crosses the service bus, as frozen dataclasses. The event's class is its topic.
+
+Facts are in the past tense (``RSICalculated``); requests end in ``Requested``. On the in-process bus
+events travel as the objects themselves (DataFrames included, never serialised); a network bus encodes
+them compactly. Every event of an analysis carries its ``session_id``.
+
+Flow of one analysis (``CryptoAnalyzer`` orchestrates, one ``AnalysisJob`` per timeframe)::
+
+    SessionStarted ─ FetchTopCoinsRequested → TopCoinsFetched
+      → per timeframe and coin: FetchHistoricalPricesRequested → HistoricalPricesFetched (saved)
+      → CalculateRSIRequested → RSICalculated (saved) → CorrelationAnalyzed (saved)
+        (or CoinProcessingFailed with a reason, at any stage)
+      → FinalResultsReady (saved) → ResultsSaved, DisplayCompleted
+    RunFailed ends a session that cannot complete; TaskFailed reports an unexpected agent error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from cryptorsi.market import Coin, Listing
+
+__all__ = [
+    "Event",
+    "SessionStarted",
+    "FetchTopCoinsRequested",
+    "TopCoinsFetched",
+    "ExcludedCoin",
+    "FetchHistoricalPricesRequested",
+    "HistoricalPricesFetched",
+    "CalculateRSIRequested",
+    "RSICalculated",
+    "CorrelationAnalyzed",
+    "CoinProcessingFailed",
+    "FinalResultsReady",
+    "ResultsSaved",
+    "DisplayCompleted",
+    "RunFailed",
+    "TaskFailed",
+    "ProgressUpdated",
+    "EVENT_TYPES",
+]
+
+
+@dataclass(frozen=True)
+class Event:
+    session_id: str
+
+
+@dataclass(frozen=True)
+class SessionStarted(Event):
+    """An analysis begins; ``config`` is the :class:`~cryptorsi.config.AnalysisConfig` as a dict (no API key)."""
+
+    config: dict[str, Any]
+    started_at: pd.Timestamp
+
+
+@dataclass(frozen=True)
+class FetchTopCoinsRequested(Event):
+    top_n: int
+    quotes: tuple[str, ...]
+    benchmark: str
+    include_stablecoins: bool
+
+
+@dataclass(frozen=True)
+class ExcludedCoin:
+    """A top coin left out of the analysis, and why (no pair on the exchange, stablecoin, wrapped...)."""
+
+    coin: Coin
+    reason: str
+
+
+@dataclass(frozen=True)
+class TopCoinsFetched(Event):
+    """The universe of the analysis: coins with a trading pair, largest first, and those left out."""
+
+    listings: tuple[Listing, ...]
+    excluded: tuple[ExcludedCoin, ...] = ()
+
+
+@dataclass(frozen=True)
+class FetchHistoricalPricesRequested(Event):
+    listing: Listing
+    timeframe: str
+    start_ms: int  # inclusive open time
+    end_ms: int  # exclusive open time
+
+
+@dataclass(frozen=True)
+class HistoricalPricesFetched(Event):
+    """Candles of one coin and timeframe over the analysis window.
+
+    ``uncached`` holds the rows the candle cache did not have yet (what the DatabaseManager must store);
+    ``candles`` is the whole window (cached and new rows).
+    """
+
+    listing: Listing
+    timeframe: str
+    candles: pd.DataFrame
+    uncached: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class CalculateRSIRequested(Event):
+    listing: Listing
+    timeframe: str
+    close: pd.Series
+    period: int
+    method: str
+
+
+@dataclass(frozen=True)
+class RSICalculated(Event):
+    listing: Listing
+    timeframe: str
+    rsi: pd.Series  # UTC open-time index, no NaN
+    period: int
+    method: str
+
+
+@dataclass(frozen=True)
+class CorrelationAnalyzed(Event):
+    listing: Listing
+    timeframe: str
+    correlation: float
+    n_points: int
+
+
+@dataclass(frozen=True)
+class CoinProcessingFailed(Event):
+    """One coin could not be analysed on one timeframe; ``stage`` is fetch, rsi or correlation."""
+
+    listing: Listing
+    timeframe: str
+    stage: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class FinalResultsReady(Event):
+    """Every job is done. ``correlations`` has the columns of ``AnalysisResult.correlations``."""
+
+    correlations: pd.DataFrame
+    failures: pd.DataFrame
+    low_cap_threshold: float | None
+    synthetic: bool
+
+
+@dataclass(frozen=True)
+class ResultsSaved(Event):
+    """The DatabaseManager committed the final results and closed the session as ``status``."""
+
+    status: str
+
+
+@dataclass(frozen=True)
+class DisplayCompleted(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class RunFailed(Event):
+    """The analysis cannot complete; ``reason`` is one line for the user."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class TaskFailed(Event):
+    """An agent's task raised unexpectedly (logged with its traceback by the agent)."""
+
+    agent: str
+    task: str
+    error: str
+
+
+@dataclass(frozen=True)
+class ProgressUpdated(Event):
+    """Progress of one timeframe's job: ``done`` of ``total`` coins finished (analysed or failed)."""
+
+    timeframe: str
+    done: int
+    total: int
+    failed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        SessionStarted,
+        FetchTopCoinsRequested,
+        TopCoinsFetched,
+        FetchHistoricalPricesRequested,
+        HistoricalPricesFetched,
+        CalculateRSIRequested,
+        RSICalculated,
+        CorrelationAnalyzed,
+        CoinProcessingFailed,
+        FinalResultsReady,
+        ResultsSaved,
+        DisplayCompleted,
+        RunFailed,
+        TaskFailed,
+        ProgressUpdated,
+    )
+}

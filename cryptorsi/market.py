@@ -1,0 +1,133 @@
+"""Market vocabulary shared by sources, agents and storage: timeframes, coins, markets, candle frames.
+
+A *candle frame* is a ``pandas.DataFrame`` indexed by the candle **open time** (``DatetimeIndex``, UTC,
+strictly increasing, named ``open_time``) with float columns ``open, high, low, close, volume``.
+Missing candles are simply absent rows; they are never filled.
+
+>>> timeframe_ms("4h")
+14400000
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "CANDLE_COLUMNS",
+    "TIMEFRAMES",
+    "Coin",
+    "Market",
+    "Listing",
+    "timeframe_ms",
+    "empty_candles",
+    "candles_from_arrays",
+    "to_ms",
+    "from_ms",
+]
+
+CANDLE_COLUMNS = ("open", "high", "low", "close", "volume")
+
+#: Binance spot kline intervals of fixed length, in milliseconds ("1M" has no fixed length and is not offered).
+TIMEFRAMES: dict[str, int] = {
+    "1m": 60_000,
+    "3m": 3 * 60_000,
+    "5m": 5 * 60_000,
+    "15m": 15 * 60_000,
+    "30m": 30 * 60_000,
+    "1h": 3_600_000,
+    "2h": 2 * 3_600_000,
+    "4h": 4 * 3_600_000,
+    "6h": 6 * 3_600_000,
+    "8h": 8 * 3_600_000,
+    "12h": 12 * 3_600_000,
+    "1d": 86_400_000,
+    "3d": 3 * 86_400_000,
+    "1w": 7 * 86_400_000,
+}
+
+
+def timeframe_ms(timeframe: str) -> int:
+    """Length of one candle of ``timeframe`` in milliseconds; ``ValueError`` for an unknown timeframe."""
+    try:
+        return TIMEFRAMES[timeframe]
+    except KeyError:
+        raise ValueError(
+            f"unknown timeframe {timeframe!r}; expected one of {', '.join(TIMEFRAMES)}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Coin:
+    """A coin as CoinGecko lists it (``coin_id`` is CoinGecko's id; ``symbol`` is upper-case)."""
+
+    coin_id: str
+    symbol: str
+    name: str
+    market_cap: float | None = None
+    market_cap_rank: int | None = None
+
+
+@dataclass(frozen=True)
+class Market:
+    """A spot market of the exchange: ``pair`` is ccxt's unified symbol, e.g. ``"ETH/USDC"``."""
+
+    pair: str
+    base: str
+    quote: str
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A coin chosen for analysis and the exchange pair its candles come from."""
+
+    coin: Coin
+    exchange: str
+    pair: str
+    quote: str
+
+    @property
+    def coin_id(self) -> str:
+        return self.coin.coin_id
+
+    @property
+    def symbol(self) -> str:
+        return self.coin.symbol
+
+
+def to_ms(ts: pd.Timestamp | str | int) -> int:
+    """UTC milliseconds since the epoch of a timestamp (naive timestamps are taken as UTC)."""
+    if isinstance(ts, (int, np.integer)):
+        return int(ts)
+    t = pd.Timestamp(ts)
+    if t.tzinfo is None:
+        t = t.tz_localize("UTC")
+    return int(t.value // 1_000_000)
+
+
+def from_ms(ms: int) -> pd.Timestamp:
+    return pd.Timestamp(int(ms), unit="ms", tz="UTC")
+
+
+def empty_candles() -> pd.DataFrame:
+    """A candle frame with no rows."""
+    return candles_from_arrays(np.empty(0, dtype=np.int64), *(np.empty(0) for _ in CANDLE_COLUMNS))
+
+
+def candles_from_arrays(open_time_ms, open_, high, low, close, volume) -> pd.DataFrame:
+    """Build a candle frame from column arrays (open times in UTC milliseconds)."""
+    index = pd.DatetimeIndex(pd.to_datetime(np.asarray(open_time_ms, dtype=np.int64), unit="ms", utc=True),
+                             name="open_time")
+    return pd.DataFrame(
+        {
+            "open": np.asarray(open_, dtype=np.float64),
+            "high": np.asarray(high, dtype=np.float64),
+            "low": np.asarray(low, dtype=np.float64),
+            "close": np.asarray(close, dtype=np.float64),
+            "volume": np.asarray(volume, dtype=np.float64),
+        },
+        index=index,
+    )
