@@ -26,6 +26,7 @@ __all__ = [
     "candles_from_arrays",
     "to_ms",
     "from_ms",
+    "open_times_ms",
 ]
 
 CANDLE_COLUMNS = ("open", "high", "low", "close", "volume")
@@ -110,6 +111,13 @@ def to_ms(ts: pd.Timestamp | str | int) -> int:
 
 def from_ms(ms: int) -> pd.Timestamp:
     return pd.Timestamp(int(ms), unit="ms", tz="UTC")
+
+
+def open_times_ms(index: pd.DatetimeIndex | pd.DataFrame | pd.Series) -> np.ndarray:
+    """Open times of a candle frame, series or index as int64 UTC milliseconds (whatever the index unit)."""
+    if not isinstance(index, pd.DatetimeIndex):
+        index = index.index
+    return index.as_unit("ms").asi8
 
 
 def empty_candles() -> pd.DataFrame:

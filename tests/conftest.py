@@ -1,0 +1,18 @@
+import threading
+
+import pytest
+
+from cryptorsi.runtime.worker import THREAD_PREFIX
+
+
+def cryptorsi_threads():
+    """Live threads started by cryptorsi (every one is named with the prefix)."""
+    return [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
+
+
+@pytest.fixture
+def no_thread_leak():
+    """Fails the test if a cryptorsi thread outlives it."""
+    yield
+    left = cryptorsi_threads()
+    assert not left, f"threads left behind: {[t.name for t in left]}"

@@ -1,0 +1,122 @@
+import threading
+
+import pytest
+
+from cryptorsi.events import Event, TaskFailed
+from cryptorsi.runtime.memory_bus import InMemoryBus
+from cryptorsi.runtime.worker import THREAD_PREFIX, QueueWorkerThread
+
+
+def cryptorsi_threads():
+    return [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
+
+
+@pytest.fixture
+def bus():
+    bus = InMemoryBus()
+    bus.start()
+    yield bus
+    assert bus.stop(2)
+
+
+class Recorder(QueueWorkerThread):
+    def __init__(self, bus, threads=1):
+        super().__init__(bus, name="Recorder", threads=threads)
+        self.started_in, self.stopped_in, self.ran_in = [], [], []
+        self.done = threading.Event()
+
+    def on_start(self):
+        self.started_in.append(threading.current_thread().name)
+
+    def on_stop(self):
+        self.stopped_in.append(threading.current_thread().name)
+
+    def record(self, value, sink):
+        self.ran_in.append(threading.current_thread().name)
+        sink.append(value)
+        if len(sink) == 3:
+            self.done.set()
+
+
+def test_tasks_run_on_named_threads_and_hooks_run_there(bus):
+    agent = Recorder(bus, threads=2).start()
+    assert agent.ready.wait(2)
+    sink = []
+    for i in range(3):
+        agent.submit(agent.record, i, sink)
+    assert agent.done.wait(2)
+    assert sorted(sink) == [0, 1, 2]
+    assert agent.stop(2)
+    assert sorted(agent.started_in) == ["cryptorsi-Recorder-1", "cryptorsi-Recorder-2"]
+    assert sorted(agent.stopped_in) == sorted(agent.started_in)
+    assert set(agent.ran_in) <= set(agent.started_in)
+    assert not [t for t in cryptorsi_threads() if "Recorder" in t.name]
+
+
+def test_failing_task_is_reported_and_the_thread_survives(bus):
+    failures, seen = [], threading.Event()
+    bus.subscribe(TaskFailed, lambda e: (failures.append(e), seen.set()), service="test")
+    agent = Recorder(bus).start()
+    errors = []
+
+    def boom():
+        raise RuntimeError("kaput")
+
+    agent.submit(boom, on_error=errors.append)
+    sink = []
+    for i in range(3):
+        agent.submit(agent.record, i, sink)
+    assert agent.done.wait(2) and seen.wait(2)
+    assert sink == [0, 1, 2]
+    assert agent.errors == 1 and isinstance(errors[0], RuntimeError)
+    assert failures[0].agent == "Recorder" and "kaput" in failures[0].error
+    assert agent.stop(2)
+
+
+def test_stop_abandons_queued_work_and_joins_quickly(bus):
+    agent = Recorder(bus).start()
+    gate, release = threading.Event(), threading.Event()
+
+    def blocker():
+        gate.set()
+        release.wait(5)
+
+    agent.submit(blocker)
+    ran = []
+    for i in range(1000):
+        agent.submit(ran.append, i)
+    assert gate.wait(2)
+    stopper = threading.Thread(target=lambda: agent.stop(5))
+    stopper.start()
+    release.set()
+    stopper.join(5)
+    assert not stopper.is_alive() and not agent.alive
+    assert ran == []  # abandoned, not run
+    agent.submit(ran.append, "late")  # ignored after stop
+    assert agent.queue_size() == 0 or ran == []
+
+
+def test_start_error_is_reported_through_ready(bus):
+    class Broken(QueueWorkerThread):
+        def on_start(self):
+            raise OSError("no database")
+
+    agent = Broken(bus).start()
+    assert agent.ready.wait(2)
+    assert isinstance(agent.start_error, OSError)
+    assert agent.stop(2)
+
+
+def test_listen_uses_the_agent_name_as_consumer_group(bus):
+    class Ping(Event):
+        pass
+
+    got = []
+    done = threading.Event()
+    a = Recorder(bus)
+    a.listen(Ping, lambda e: (got.append(("a", e)), done.set()))
+    b = Recorder(bus)  # same name: same service, so the two compete for each event
+    b.listen(Ping, lambda e: (got.append(("b", e)), done.set()))
+    bus.publish(Ping("s"))
+    assert done.wait(2) and bus.wait_idle(2)
+    assert len(got) == 1
