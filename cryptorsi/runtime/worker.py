@@ -143,8 +143,8 @@ class QueueWorkerThread:
     def _run(self) -> None:
         try:
             self.on_start()
-        except BaseException as exc:  # noqa: BLE001 - reported to whoever waits on `ready`
-            log.exception("%s failed to start", self.name)
+        except BaseException as exc:  # noqa: BLE001 - reported to whoever waits on `ready`, who raises it
+            log.debug("%s failed to start", self.name, exc_info=True)
             self.start_error = exc
             self.ready.set()
             return
@@ -173,12 +173,17 @@ class QueueWorkerThread:
             self.errors += 1
             task = getattr(fn, "__name__", repr(fn))
             log.exception("%s: task %s failed", self.name, task)
-            self.publish(TaskFailed(self.session_id or "", self.name, task, f"{type(exc).__name__}: {exc}"))
-            if on_error is not None:
+            # Reporting goes through the bus, which may itself be failing (a broker outage): a report
+            # that cannot be sent is logged, and the thread lives on.
+            for report in (lambda: self.publish(TaskFailed(self.session_id or "", self.name, task,
+                                                           f"{type(exc).__name__}: {exc}")),
+                           (lambda: on_error(exc)) if on_error is not None else None):
+                if report is None:
+                    continue
                 try:
-                    on_error(exc)
+                    report()
                 except Exception:  # noqa: BLE001
-                    log.exception("%s: error callback of %s failed", self.name, task)
+                    log.exception("%s: reporting the failure of %s failed", self.name, task)
         finally:
             with self._lock:
                 self.busy -= 1

@@ -1,0 +1,134 @@
+"""``CryptoAnalyzer``: the orchestrator. It holds the state of a session and does no heavy work.
+
+``begin()`` publishes ``SessionStarted`` and ``FetchTopCoinsRequested``; on ``TopCoinsFetched`` it
+makes one :class:`AnalysisJob` per timeframe and requests every coin's candles (the benchmark's
+first); it turns candles into ``CalculateRSIRequested``, RSI into ``CorrelationAnalyzed`` (or a
+failure), counts outstanding coins, and publishes ``FinalResultsReady`` when every job is done.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from cryptorsi.agents.analysis_job import AnalysisJob, Outcome
+from cryptorsi.config import AnalysisConfig
+from cryptorsi.events import (
+    CalculateRSIRequested,
+    CoinProcessingFailed,
+    CorrelationAnalyzed,
+    FetchHistoricalPricesRequested,
+    FetchTopCoinsRequested,
+    FinalResultsReady,
+    HistoricalPricesFetched,
+    ProgressUpdated,
+    RSICalculated,
+    RunFailed,
+    SessionStarted,
+    TopCoinsFetched,
+)
+from cryptorsi.runtime.worker import QueueWorkerThread
+from cryptorsi.tables import correlation_table, failure_table
+
+__all__ = ["CryptoAnalyzer"]
+
+log = logging.getLogger(__name__)
+
+
+class CryptoAnalyzer(QueueWorkerThread):
+    """Orchestrates session ``session_id``; ``windows`` maps each timeframe to its ``[start_ms, end_ms)``."""
+
+    def __init__(self, bus, config: AnalysisConfig, session_id: str, windows: dict[str, tuple[int, int]],
+                 *, synthetic: bool = False):
+        super().__init__(bus, name="CryptoAnalyzer", threads=1, session_id=session_id)
+        self.config = config
+        self.windows = windows
+        self.synthetic = synthetic
+        self.jobs: dict[str, AnalysisJob] = {}
+        self._listings = ()
+        self._finished = False
+
+    def subscribe(self) -> None:
+        for event_type, task in {
+            TopCoinsFetched: self._plan,
+            HistoricalPricesFetched: self._request_rsi,
+            RSICalculated: self._rsi_ready,
+            CoinProcessingFailed: self._coin_failed,
+            RunFailed: self._run_failed,
+        }.items():
+            self.listen(event_type, lambda event, task=task: self.submit(task, event)
+                        if event.session_id == self.session_id else None)
+
+    def begin(self) -> None:
+        """Start the session (called by the Runner once every agent is ready)."""
+        cfg = self.config
+        config = cfg.to_dict() | {"windows": {tf: list(w) for tf, w in self.windows.items()},
+                                  "synthetic": self.synthetic}
+        self.publish(SessionStarted(self.session_id, config, pd.Timestamp.now(tz="UTC")))
+        self.publish(FetchTopCoinsRequested(self.session_id, cfg.top_n_coins, cfg.quote, cfg.benchmark,
+                                            cfg.include_stablecoins))
+
+    # ------------------------------------------------------------------ tasks (analyzer thread)
+    def _plan(self, event: TopCoinsFetched) -> None:
+        if self.jobs:
+            return  # a duplicate delivery
+        self._listings = event.listings
+        benchmark = next(l for l in event.listings if l.symbol == self.config.benchmark)
+        ordered = (benchmark,) + tuple(l for l in event.listings if l is not benchmark)
+        for timeframe in self.config.timeframes:
+            self.jobs[timeframe] = AnalysisJob(timeframe, ordered, benchmark, self.config.min_overlap)
+            self._progress(self.jobs[timeframe])
+        for listing in ordered:
+            for timeframe in self.config.timeframes:
+                start, end = self.windows[timeframe]
+                self.publish(FetchHistoricalPricesRequested(self.session_id, listing, timeframe, start, end))
+
+    def _request_rsi(self, event: HistoricalPricesFetched) -> None:
+        self.publish(CalculateRSIRequested(self.session_id, event.listing, event.timeframe, event.candles["close"],
+                                           self.config.rsi_period, self.config.rsi_method))
+
+    def _rsi_ready(self, event: RSICalculated) -> None:
+        job = self.jobs.get(event.timeframe)
+        if job is not None:
+            self._publish_outcomes(job, job.rsi_ready(event.listing, event.rsi))
+
+    def _coin_failed(self, event: CoinProcessingFailed) -> None:
+        job = self.jobs.get(event.timeframe)
+        if job is not None and event.stage != "correlation":  # correlation failures are this agent's own
+            self._publish_outcomes(job, job.failed_at(event.listing, event.stage, event.reason), upstream=event)
+
+    def _run_failed(self, event: RunFailed) -> None:
+        self._finished = True
+
+    # ------------------------------------------------------------------ helpers
+    def _publish_outcomes(self, job: AnalysisJob, outcomes: list[Outcome], upstream=None) -> None:
+        for outcome in outcomes:
+            if outcome.stage is None:
+                self.publish(CorrelationAnalyzed(self.session_id, outcome.listing, job.timeframe,
+                                                 outcome.correlation, outcome.n_points))
+            elif upstream is None or outcome.listing != upstream.listing:
+                self.publish(CoinProcessingFailed(self.session_id, outcome.listing, job.timeframe, outcome.stage,
+                                                  outcome.reason))
+        if outcomes:
+            self._progress(job)
+        if not self._finished and self.jobs and all(j.done for j in self.jobs.values()):
+            self._finished = True
+            self._publish_final()
+
+    def _progress(self, job: AnalysisJob) -> None:
+        self.publish(ProgressUpdated(self.session_id, job.timeframe, job.finished, job.total, job.failed))
+
+    def _publish_final(self) -> None:
+        rows, failures = [], []
+        for job in self.jobs.values():
+            for o in job.outcomes:
+                base = {"coin_id": o.listing.coin_id, "symbol": o.listing.symbol, "timeframe": job.timeframe}
+                if o.stage is None:
+                    rows.append(base | {"correlation": o.correlation, "n_points": o.n_points,
+                                        "market_cap": o.listing.coin.market_cap})
+                else:
+                    failures.append(base | {"stage": o.stage, "reason": o.reason})
+        caps = [listing.coin.market_cap for listing in self._listings]
+        table, threshold = correlation_table(rows, caps, self.config.low_cap_percentile, self.config.timeframes)
+        self.publish(FinalResultsReady(self.session_id, table, failure_table(failures), threshold, self.synthetic))

@@ -1,0 +1,225 @@
+"""The ``cryptorsi`` command: ``run`` an analysis, ``query`` stored results.
+
+Exit codes: 0 the command completed (per-coin failures are listed, not fatal); 2 invalid options or
+config (one line naming the option); 1 the run could not complete (one line with the cause; the
+traceback only with ``--verbose``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+#: AnalysisConfig field -> the option that sets it, to name the option in error messages
+OPTION_OF_FIELD = {
+    "top_n_coins": "--top",
+    "timeframes": "--timeframes",
+    "weeks": "--weeks",
+    "end": "--end",
+    "rsi_period": "--rsi-period",
+    "rsi_method": "--rsi-method",
+    "correlation_threshold": "--threshold",
+    "low_cap_percentile": "--low-cap-percentile",
+    "quote": "--quote",
+    "benchmark": "--benchmark",
+    "source": "--source",
+    "db_path": "--db",
+    "bus_url": "--bus",
+    "status_port": "--status-port",
+    "binance_url": "--binance-url",
+    "coingecko_url": "--coingecko-url",
+    "coingecko_api_key": "--coingecko-api-key",
+    "min_overlap": "--min-overlap",
+}
+QUERIES = ("sessions", "correlations", "selected", "failures", "coins", "prices", "rsi")
+
+
+class UsageError(Exception):
+    """Bad command-line usage: exit 2 with one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage block
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cryptorsi", description="Which coins have an RSI that moves with Bitcoin's?")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log progress and show tracebacks")
+    commands = parser.add_subparsers(dest="command", metavar="{run,query}", parser_class=_Parser)
+    commands.required = True
+
+    run = commands.add_parser("run", help="run an analysis")
+    run.add_argument("--source", default="live", help="live | sample | cache (default: live)")
+    run.add_argument("--top", dest="top_n_coins", default="200", help="top N coins by market cap (default 200)")
+    run.add_argument("--timeframes", default="1h,1d", help="comma-separated, e.g. 1h,4h,1d (default 1h,1d)")
+    run.add_argument("--weeks", default="50", help="weeks of candles (default 50)")
+    run.add_argument("--end", default=None, help="UTC end of the window, e.g. 2025-06-30 (default: now)")
+    run.add_argument("--rsi-period", dest="rsi_period", default="14", help="RSI period (default 14)")
+    run.add_argument("--rsi-method", dest="rsi_method", default="wilder", help="wilder | sma (default wilder)")
+    run.add_argument("--threshold", dest="correlation_threshold", default="0.7",
+                     help="|correlation| needed to select a coin (default 0.7)")
+    run.add_argument("--low-cap-percentile", dest="low_cap_percentile", default="25",
+                     help="market-cap percentile at or below which a coin is low cap (default 25)")
+    run.add_argument("--quote", default="USDC", help="quote asset, or a preference list such as USDC,USDT")
+    run.add_argument("--benchmark", default="BTC", help="benchmark coin (default BTC)")
+    run.add_argument("--db", dest="db_path", default="crypto_data.db", help="SQLite file (default crypto_data.db)")
+    run.add_argument("--bus", dest="bus_url", default="memory://", help="memory:// or redis://host:port/db")
+    run.add_argument("--status-port", dest="status_port", default=None,
+                     help="serve a status page on 127.0.0.1:PORT (0: any free port)")
+    run.add_argument("--binance-url", dest="binance_url", default=None, help="Binance root URL (mirrors, tests)")
+    run.add_argument("--coingecko-url", dest="coingecko_url", default=None, help="CoinGecko root URL")
+    run.add_argument("--coingecko-api-key", dest="coingecko_api_key", default=None,
+                     help="CoinGecko API key (default: $COINGECKO_API_KEY); never stored")
+    run.add_argument("--include-stablecoins", dest="include_stablecoins", action="store_true",
+                     help="keep stablecoins and wrapped tokens")
+    run.add_argument("--min-overlap", dest="min_overlap", default="30",
+                     help="fewest common candles for a correlation (default 30)")
+    run.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                     help="no progress bars")
+
+    query = commands.add_parser("query", help="show stored results")
+    query.add_argument("what", metavar="WHAT", help="|".join(QUERIES))
+    query.add_argument("--db", dest="db_path", default="crypto_data.db", help="SQLite file (default crypto_data.db)")
+    query.add_argument("--session", default=None, help="session id (default: the latest)")
+    query.add_argument("--symbol", default=None, help="coin ticker, for prices and rsi")
+    query.add_argument("--timeframe", default=None, help="timeframe, for prices and rsi")
+    query.add_argument("--format", default="table", help="table | csv | json (default table)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv or "-v" in argv
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as exc:
+        return _fail(2, _which(argv), str(exc))
+    _configure_logging(args.verbose)
+    try:
+        if args.command == "run":
+            return _run(args)
+        return _query(args)
+    except UsageError as exc:
+        return _fail(2, args.command, str(exc))
+    except KeyboardInterrupt:
+        print("cryptorsi: interrupted; the session is marked interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback with --verbose
+        if verbose:
+            logging.getLogger("cryptorsi").exception("failed")
+        return _fail(1, args.command, _one_line(exc))
+
+
+def _run(args) -> int:
+    from cryptorsi.config import AnalysisConfig
+    from cryptorsi.errors import ConfigError
+    from cryptorsi.runner import run_analysis
+
+    values = {field: getattr(args, field) for field in OPTION_OF_FIELD if getattr(args, field, None) is not None}
+    values["include_stablecoins"] = args.include_stablecoins
+    try:
+        config = AnalysisConfig(**values)
+    except ConfigError as exc:
+        raise UsageError(f"{OPTION_OF_FIELD.get(exc.field, exc.field)}: {str(exc).split(': ', 1)[1]}") from None
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    result = run_analysis(config, progress=progress)
+    print(f"session {result.session_id} saved to {config.db_path} "
+          f"({len(result.correlations)} correlations, {len(result.failures)} failures)")
+    return 0
+
+
+def _query(args) -> int:
+    from cryptorsi.storage.store import Store
+
+    if args.what not in QUERIES:
+        raise UsageError(f"WHAT: unknown query {args.what!r}; use one of {', '.join(QUERIES)}")
+    if args.format not in ("table", "csv", "json"):
+        raise UsageError(f"--format: must be table, csv or json, got {args.format!r}")
+    store = Store(args.db_path)
+    try:
+        if args.what in ("prices", "rsi"):
+            if not args.symbol or not args.timeframe:
+                raise UsageError(f"query {args.what} needs --symbol and --timeframe")
+            if args.what == "prices":
+                frame = store.prices(args.symbol, args.timeframe, session_id=args.session)
+            else:
+                frame = store.rsi(args.symbol, args.timeframe, session_id=args.session).to_frame()
+            frame = frame.reset_index()
+        elif args.what == "sessions":
+            frame = store.sessions()
+            frame["config"] = frame["config"].map(lambda c: json.dumps(c, default=str))
+        elif args.what == "coins":
+            frame = store.coins(args.session)
+        else:
+            frame = getattr(store, args.what)(args.session)
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0]) if exc.args else str(exc)) from None
+    _print_frame(frame, args.format)
+    return 0
+
+
+def _print_frame(frame, fmt: str) -> None:
+    if fmt == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    elif fmt == "json":
+        print(frame.to_json(orient="records", date_format="iso", indent=1))
+    elif frame.empty:
+        print("(no rows)")
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200,
+                               "display.max_colwidth", 60):
+            print(frame.to_string(index=False))
+
+
+def _configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(verbose))
+    root = logging.getLogger("cryptorsi")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO if verbose else logging.ERROR)
+    root.propagate = False
+
+
+class _Formatter(logging.Formatter):
+    """Tracebacks only with --verbose: without it a user sees one line per problem."""
+
+    def __init__(self, verbose: bool):
+        super().__init__("cryptorsi: %(levelname)s: %(message)s")
+        self.verbose = verbose
+
+    def formatException(self, ei):  # noqa: N802 - logging's naming
+        return super().formatException(ei) if self.verbose else ""
+
+    def format(self, record):
+        if not self.verbose:
+            record.exc_text = ""
+            text = super().format(logging.makeLogRecord({**record.__dict__, "exc_info": None}))
+            return text
+        return super().format(record)
+
+
+def _which(argv: list[str]) -> str:
+    return next((a for a in argv if a in ("run", "query")), "")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _fail(code: int, command: str, message: str) -> int:
+    prefix = f"cryptorsi {command}" if command else "cryptorsi"
+    print(f"{prefix}: error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The result tables every part shows the same way: correlations and failures (pure pandas)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import pandas as pd
+
+from cryptorsi.analytics import low_cap_threshold
+
+__all__ = ["CORRELATION_COLUMNS", "FAILURE_COLUMNS", "correlation_table", "failure_table"]
+
+CORRELATION_COLUMNS = ("coin_id", "symbol", "timeframe", "correlation", "n_points", "market_cap", "low_cap")
+FAILURE_COLUMNS = ("coin_id", "symbol", "timeframe", "stage", "reason")
+
+
+def correlation_table(rows: Iterable[Mapping], universe_caps: Iterable[float | None], low_cap_percentile: float,
+                      timeframes: Iterable[str] = ()) -> tuple[pd.DataFrame, float | None]:
+    """Correlation rows (coin_id, symbol, timeframe, correlation, n_points, market_cap) with ``low_cap`` added.
+
+    ``low_cap`` compares each market cap with the ``low_cap_percentile`` of ``universe_caps`` (the caps
+    of every coin analysed in the run). Rows are ordered by timeframe (in ``timeframes`` order), then
+    correlation, descending. Returns the table and the low-cap threshold.
+    """
+    threshold = low_cap_threshold(universe_caps, low_cap_percentile)
+    frame = pd.DataFrame(list(rows), columns=list(CORRELATION_COLUMNS[:-1]))
+    caps = pd.to_numeric(frame["market_cap"], errors="coerce").astype("float64")
+    frame["market_cap"] = caps
+    frame["correlation"] = frame["correlation"].astype("float64")
+    frame["n_points"] = frame["n_points"].astype("int64")
+    frame["low_cap"] = (caps > 0) & (caps <= threshold) if threshold is not None else False
+    frame["low_cap"] = frame["low_cap"].astype(bool)
+    order = {tf: i for i, tf in enumerate(timeframes)}
+    frame["_tf"] = frame["timeframe"].map(lambda tf: order.get(tf, len(order))).astype("int64")
+    frame = frame.sort_values(["_tf", "correlation", "symbol"], ascending=[True, False, True], kind="stable")
+    return frame.drop(columns="_tf").reset_index(drop=True), threshold
+
+
+def failure_table(rows: Iterable[Mapping]) -> pd.DataFrame:
+    """Failure rows (coin_id, symbol, timeframe, stage, reason), sorted by symbol then timeframe."""
+    frame = pd.DataFrame(list(rows), columns=list(FAILURE_COLUMNS))
+    return frame.sort_values(["symbol", "timeframe"], kind="stable").reset_index(drop=True)

@@ -1,0 +1,57 @@
+import numpy as np
+import pandas as pd
+
+from cryptorsi.agents.analysis_job import AnalysisJob
+from cryptorsi.market import Coin, Listing
+
+
+def listing(symbol, cap=1e9):
+    return Listing(Coin(symbol.lower(), symbol, symbol.title(), cap), "sample", f"{symbol}/USDC", "USDC")
+
+
+def series(seed, n=200, start="2025-01-01", freq="h"):
+    rng = np.random.default_rng(seed)
+    index = pd.date_range(start, periods=n, freq=freq, tz="UTC")
+    return pd.Series(50 + rng.normal(0, 10, n).cumsum() / 5, index=index)
+
+
+BTC, ETH, SOL, DOGE = listing("BTC"), listing("ETH"), listing("SOL"), listing("DOGE")
+
+
+def test_coins_before_the_benchmark_wait_for_it():
+    job = AnalysisJob("1h", (BTC, ETH, SOL), BTC, min_overlap=30)
+    eth, sol, btc = series(1), series(2), series(3)
+    assert job.rsi_ready(ETH, eth) == []
+    assert job.rsi_ready(SOL, sol) == []
+    outcomes = job.rsi_ready(BTC, btc)
+    assert [o.listing for o in outcomes] == [BTC, ETH, SOL]
+    assert job.done
+    by = {o.listing.symbol: o for o in outcomes}
+    assert by["BTC"].correlation == 1.0 or abs(by["BTC"].correlation - 1.0) < 1e-12
+    assert abs(by["ETH"].correlation - eth.corr(btc)) < 1e-12
+    assert by["ETH"].n_points == 200
+
+
+def test_benchmark_failure_fails_waiting_and_later_coins():
+    job = AnalysisJob("4h", (BTC, ETH, SOL, DOGE), BTC, min_overlap=30)
+    assert job.rsi_ready(ETH, series(1)) == []
+    out = job.failed_at(BTC, "fetch", "HTTP 503")
+    assert [(o.listing.symbol, o.stage) for o in out] == [("BTC", "fetch"), ("ETH", "correlation")]
+    assert "benchmark BTC" in out[1].reason and "HTTP 503" in out[1].reason
+    late = job.rsi_ready(SOL, series(2))
+    assert late[0].stage == "correlation" and "benchmark BTC" in late[0].reason
+    job.failed_at(DOGE, "rsi", "too few candles")
+    assert job.done and job.failed == 4
+
+
+def test_insufficient_overlap_and_duplicates():
+    job = AnalysisJob("1d", (BTC, ETH, SOL), BTC, min_overlap=30)
+    job.rsi_ready(BTC, series(3))
+    late_listed = series(4, n=50, start="2025-01-08")  # overlaps the benchmark on 200 - 168 = 32 hours
+    short = series(5, n=20, start="2025-01-09")
+    eth = job.rsi_ready(ETH, late_listed)[0]
+    assert eth.stage is None and eth.n_points == 32
+    sol = job.rsi_ready(SOL, short)[0]
+    assert sol.stage == "correlation" and sol.reason.startswith("insufficient overlap")
+    assert job.rsi_ready(SOL, short) == [] and job.failed_at(ETH, "rsi", "x") == []  # already finished
+    assert job.done and job.finished == 3
