@@ -18,6 +18,7 @@ Target (issue 2): the full run within 1.5x of the plain script.
 from __future__ import annotations
 
 import argparse
+import json
 import io
 import sqlite3
 import tempfile
@@ -34,7 +35,7 @@ def plain_script(db_path: str, session_id: str, timeframes, period: int = 14) ->
     """What a researcher would write by hand: no threads, no agents, no storage of results."""
     conn = sqlite3.connect(db_path)
     config = pd.read_sql("select config from sessions where session_id = ?", conn, params=(session_id,))
-    windows = pd.io.json.loads(config["config"][0])["windows"]
+    windows = json.loads(config["config"][0])["windows"]
     coins = pd.read_sql("select coin_id, symbol, exchange, pair from universe where session_id = ? "
                         "and excluded_reason is null order by position", conn, params=(session_id,))
     rows = []

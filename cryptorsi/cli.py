@@ -51,7 +51,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cryptorsi", description="Which coins have an RSI that moves with Bitcoin's?")
     parser.add_argument("--verbose", "-v", action="store_true", help="log progress and show tracebacks")
-    commands = parser.add_subparsers(dest="command", metavar="{run,query}", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="{run,query,worker}", parser_class=_Parser)
     commands.required = True
 
     run = commands.add_parser("run", help="run an analysis")
@@ -82,6 +82,18 @@ def _parser() -> argparse.ArgumentParser:
                      help="fewest common candles for a correlation (default 30)")
     run.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                      help="no progress bars")
+    run.add_argument("--agents", dest="local_agents", default="fetcher,rsi",
+                     help="agents this process hosts besides the orchestrator, database and display "
+                          "(default fetcher,rsi; 'none' with --bus redis://... leaves them to workers)")
+
+    worker = commands.add_parser("worker", help="host agents for analyses run over a Redis bus")
+    worker.add_argument("--bus", dest="bus_url", required=True, help="redis://host:port/db[?namespace=NAME]")
+    worker.add_argument("--agents", default="fetcher,rsi", help="fetcher,rsi (default both)")
+    worker.add_argument("--threads", default="1", help="threads per agent (default 1)")
+    worker.add_argument("--db", dest="db_path", default=None,
+                        help="a local copy of the database to read cached candles from (optional)")
+    worker.add_argument("--coingecko-api-key", dest="coingecko_api_key", default=None,
+                        help="CoinGecko API key (default: $COINGECKO_API_KEY); never stored")
 
     query = commands.add_parser("query", help="show stored results")
     query.add_argument("what", metavar="WHAT", help="|".join(QUERIES))
@@ -104,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "worker":
+            return _worker(args)
         return _query(args)
     except UsageError as exc:
         return _fail(2, args.command, str(exc))
@@ -119,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args) -> int:
     from cryptorsi.config import AnalysisConfig
     from cryptorsi.errors import ConfigError
-    from cryptorsi.runner import run_analysis
+    from cryptorsi.runner import Runner, run_analysis
 
     values = {field: getattr(args, field) for field in OPTION_OF_FIELD if getattr(args, field, None) is not None}
     values["include_stablecoins"] = args.include_stablecoins
@@ -128,10 +142,43 @@ def _run(args) -> int:
     except ConfigError as exc:
         raise UsageError(f"{OPTION_OF_FIELD.get(exc.field, exc.field)}: {str(exc).split(': ', 1)[1]}") from None
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    result = run_analysis(config, progress=progress)
+    agents = () if args.local_agents.strip() == "none" else tuple(a.strip() for a in args.local_agents.split(",") if a.strip())
+    try:
+        runner = Runner(config, progress=progress, agents=agents)
+    except ValueError as exc:
+        raise UsageError(f"--{exc}") from None
+    result = run_analysis(runner=runner)
     print(f"session {result.session_id} saved to {config.db_path} "
           f"({len(result.correlations)} correlations, {len(result.failures)} failures)")
     return 0
+
+
+def _worker(args) -> int:
+    import signal
+    import threading
+
+    from cryptorsi.worker_process import WorkerProcess
+
+    if not args.threads.isdigit():
+        raise UsageError(f"--threads: must be a whole number >= 1, got {args.threads!r}")
+    try:
+        worker = WorkerProcess(args.bus_url, tuple(a.strip() for a in args.agents.split(",") if a.strip()),
+                               threads=int(args.threads), db_path=args.db_path,
+                               coingecko_api_key=args.coingecko_api_key)
+    except ValueError as exc:
+        raise UsageError(f"--{exc}") from None
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    worker.start()
+    print(f"cryptorsi worker: serving {','.join(worker.agent_names)} on {worker.bus.safe_url} "
+          f"(namespace {worker.bus.namespace}); stop with Ctrl-C or SIGTERM", flush=True)
+    while not stop.wait(0.5):  # short waits: the signal handler runs between them
+        pass
+    done = ", ".join(f"{name} {status['tasks_done']} tasks" for name, status in worker.status().items())
+    clean = worker.stop()
+    print(f"cryptorsi worker: stopped ({done})" + ("" if clean else "; some threads did not end in time"), flush=True)
+    return 0 if clean else 1
 
 
 def _query(args) -> int:

@@ -29,6 +29,7 @@ __all__ = [
     "FetchTopCoinsRequested",
     "TopCoinsFetched",
     "ExcludedCoin",
+    "SourceSpec",
     "FetchHistoricalPricesRequested",
     "HistoricalPricesFetched",
     "CalculateRSIRequested",
@@ -59,7 +60,22 @@ class SessionStarted(Event):
 
 
 @dataclass(frozen=True)
+class SourceSpec:
+    """Which market source serves a request, so that a fetcher in any process can serve any analysis.
+
+    ``name`` is live, sample or cache; the URLs are root URLs (None: the public endpoints); ``db_path``
+    is the database a ``cache`` source reads. API keys are never part of it: each process has its own.
+    """
+
+    name: str
+    binance_url: str | None = None
+    coingecko_url: str | None = None
+    db_path: str | None = None
+
+
+@dataclass(frozen=True)
 class FetchTopCoinsRequested(Event):
+    source: SourceSpec
     top_n: int
     quotes: tuple[str, ...]
     benchmark: str
@@ -84,6 +100,7 @@ class TopCoinsFetched(Event):
 
 @dataclass(frozen=True)
 class FetchHistoricalPricesRequested(Event):
+    source: SourceSpec
     listing: Listing
     timeframe: str
     start_ms: int  # inclusive open time
@@ -142,12 +159,18 @@ class CoinProcessingFailed(Event):
 
 @dataclass(frozen=True)
 class FinalResultsReady(Event):
-    """Every job is done. ``correlations`` has the columns of ``AnalysisResult.correlations``."""
+    """Every job is done. ``correlations`` has the columns of ``AnalysisResult.correlations``.
+
+    ``expected`` counts what the DatabaseManager must have saved before the session is complete
+    (keys ``prices``, ``rsi``, ``correlations``, ``failures``): on a network bus events of different
+    types may arrive in any order.
+    """
 
     correlations: pd.DataFrame
     failures: pd.DataFrame
     low_cap_threshold: float | None
     synthetic: bool
+    expected: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,10 @@ __all__ = ["Runner", "run_analysis", "stop_all", "active_runners"]
 
 log = logging.getLogger(__name__)
 
+#: agents a Runner may host besides its orchestrator, database and display (the others can run in
+#: ``cryptorsi worker`` processes when the bus is Redis)
+LOCAL_AGENTS = ("fetcher", "rsi")
+
 _registry_lock = threading.Lock()
 _active: list["Runner"] = []
 _START_TIMEOUT = 30.0
@@ -58,12 +62,18 @@ class Runner:
     """
 
     def __init__(self, config: AnalysisConfig | None = None, *, stream: TextIO | None = None,
-                 progress: bool = False, **overrides: Any):
+                 progress: bool = False, agents: tuple[str, ...] = LOCAL_AGENTS, **overrides: Any):
         if config is None:
             config = AnalysisConfig(**overrides)
         elif overrides:
             config = config.replace(**overrides)
         self.config = config
+        unknown = set(agents) - set(LOCAL_AGENTS)
+        if unknown:
+            raise ValueError(f"agents: unknown agent {sorted(unknown)[0]!r}; choose from {', '.join(LOCAL_AGENTS)}")
+        if not agents and config.bus_url == "memory://":
+            raise ValueError("agents: the in-process bus needs local fetcher and rsi agents")
+        self.local_agents = tuple(agents)
         self.stream = stream
         self.progress = progress
         self.session_id: str | None = None
@@ -120,7 +130,7 @@ class Runner:
         from cryptorsi.agents.rsi_calculator import RSICalculator
         from cryptorsi.agents.status_server import StatusServer
         from cryptorsi.runtime.bus import create_bus
-        from cryptorsi.sources import make_source
+        from cryptorsi.sources import make_source, source_spec
 
         cfg = self.config
         self.session_id = sid = new_session_id()
@@ -129,7 +139,7 @@ class Runner:
         end = None if cfg.end is None else to_ms(cfg.end)
         self.windows = {tf: analysis_window(end if end is not None else source.default_end_ms(tf), cfg.weeks, tf)
                         for tf in cfg.timeframes}
-        self._bus = create_bus(cfg.bus_url, namespace=f"cryptorsi:{sid}")
+        self._bus = create_bus(cfg.bus_url)
         for event_type, handler in {
             ResultsSaved: self._on_saved,
             DisplayCompleted: self._on_displayed,
@@ -138,18 +148,21 @@ class Runner:
             CoinProcessingFailed: self._on_coin_failed,
             TaskFailed: self._on_task_failed,
         }.items():
-            self._bus.subscribe(event_type, handler, service="Runner")
+            self._bus.subscribe(event_type, handler, service=f"Runner@{sid}", history=False)
         for i, (event_type, handler) in enumerate(self._listeners):
-            self._bus.subscribe(event_type, _only_session(sid, handler), service=f"Runner-listener-{i}")
-        fetch_threads = 8 if source.name == "live" else 1
+            self._bus.subscribe(event_type, _only_session(sid, handler), service=f"Runner-listener-{i}@{sid}",
+                                history=False)
         self._analyzer = CryptoAnalyzer(self._bus, cfg, sid, self.windows, synthetic=source.synthetic)
-        agents = [
-            DatabaseManager(self._bus, cfg.db_path, session_id=sid),
-            DataFetcher(self._bus, source, cfg.db_path, threads=fetch_threads, session_id=sid),
-            RSICalculator(self._bus, session_id=sid),
-            DisplayAgent(self._bus, session_id=sid, stream=self.stream, progress=self.progress,
-                         threshold=cfg.correlation_threshold),
-        ]
+        agents = [DatabaseManager(self._bus, cfg.db_path, session_id=sid)]
+        if "fetcher" in self.local_agents:
+            agents.append(DataFetcher(self._bus, cfg.db_path, threads=8 if source.name == "live" else 1,
+                                      sources={source_spec(cfg): source}, coingecko_api_key=cfg.coingecko_api_key))
+        else:
+            source.close()
+        if "rsi" in self.local_agents:
+            agents.append(RSICalculator(self._bus))
+        agents.append(DisplayAgent(self._bus, session_id=sid, stream=self.stream, progress=self.progress,
+                                   threshold=cfg.correlation_threshold, config=cfg, status=self.status))
         if cfg.status_port is not None:
             agents.append(StatusServer(self.status, port=cfg.status_port))
         agents.append(self._analyzer)
@@ -277,18 +290,22 @@ def _only_session(session_id: str, handler):
 
 
 def run_analysis(config: AnalysisConfig | None = None, *, progress: bool | None = None,
-                 stream: TextIO | None = None, **overrides: Any):
+                 stream: TextIO | None = None, runner: Runner | None = None, **overrides: Any):
     """Run one analysis to the end and return its :class:`~cryptorsi.result.AnalysisResult`.
 
     >>> result = run_analysis(source="sample", top_n_coins=40, timeframes="1h,4h,1d")  # doctest: +SKIP
     >>> result.selected.head()                                                           # doctest: +SKIP
 
     ``progress`` shows progress bars (default: when stderr is a terminal). Ctrl-C stops the agents,
-    marks the session ``interrupted`` and re-raises ``KeyboardInterrupt``.
+    marks the session ``interrupted`` and re-raises ``KeyboardInterrupt``. A prepared, not yet started
+    ``runner`` may be passed instead of a config.
     """
-    if progress is None:
-        progress = sys.stderr.isatty()
-    runner = Runner(config, stream=stream, progress=progress, **overrides)
+    if runner is None:
+        if progress is None:
+            from cryptorsi.notebook.kernel import in_notebook
+
+            progress = sys.stderr.isatty() or in_notebook()
+        runner = Runner(config, stream=stream, progress=progress, **overrides)
     runner.start()
     return runner.wait()
 

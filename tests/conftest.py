@@ -16,3 +16,7 @@ def no_thread_leak():
     yield
     left = cryptorsi_threads()
     assert not left, f"threads left behind: {[t.name for t in left]}"
+
+
+# The Redis server fixture (`redis_url`): a real redis-server on a free loopback port.
+pytest_plugins = ["redis_server"]

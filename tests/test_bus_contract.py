@@ -34,7 +34,6 @@ from cryptorsi.runtime.worker import THREAD_PREFIX
 import redis  # a dev dependency: missing it is an error, not a skip
 from cryptorsi.runtime.redis_bus import BusConnectionError, RedisBus
 
-pytest_plugins = ["redis_server"]
 
 #: Redis bus settings for the tests: short blocking reads (fast stop); entries are claimed from a consumer after
 #: 2 s idle, far above any stall of a loaded CI machine, so a live consumer is never robbed by accident

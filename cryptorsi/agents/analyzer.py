@@ -29,6 +29,7 @@ from cryptorsi.events import (
     TopCoinsFetched,
 )
 from cryptorsi.runtime.worker import QueueWorkerThread
+from cryptorsi.sources import source_spec
 from cryptorsi.tables import correlation_table, failure_table
 
 __all__ = ["CryptoAnalyzer"]
@@ -43,22 +44,22 @@ class CryptoAnalyzer(QueueWorkerThread):
                  *, synthetic: bool = False):
         super().__init__(bus, name="CryptoAnalyzer", threads=1, session_id=session_id)
         self.config = config
+        self.source = source_spec(config)
         self.windows = windows
         self.synthetic = synthetic
         self.jobs: dict[str, AnalysisJob] = {}
         self._listings = ()
         self._finished = False
+        # (coin_id, timeframe) pairs whose candles / RSI arrived: what the database must have saved
+        self._priced: set[tuple[str, str]] = set()
+        self._rsi_seen: set[tuple[str, str]] = set()
 
     def subscribe(self) -> None:
-        for event_type, task in {
-            TopCoinsFetched: self._plan,
-            HistoricalPricesFetched: self._request_rsi,
-            RSICalculated: self._rsi_ready,
-            CoinProcessingFailed: self._coin_failed,
-            RunFailed: self._run_failed,
-        }.items():
-            self.listen(event_type, lambda event, task=task: self.submit(task, event)
-                        if event.session_id == self.session_id else None)
+        self.serve(TopCoinsFetched, self._plan)
+        self.serve(HistoricalPricesFetched, self._request_rsi)
+        self.serve(RSICalculated, self._rsi_ready)
+        self.serve(CoinProcessingFailed, self._coin_failed)
+        self.serve(RunFailed, self._run_failed)
 
     def begin(self) -> None:
         """Start the session (called by the Runner once every agent is ready)."""
@@ -66,7 +67,7 @@ class CryptoAnalyzer(QueueWorkerThread):
         config = cfg.to_dict() | {"windows": {tf: list(w) for tf, w in self.windows.items()},
                                   "synthetic": self.synthetic}
         self.publish(SessionStarted(self.session_id, config, pd.Timestamp.now(tz="UTC")))
-        self.publish(FetchTopCoinsRequested(self.session_id, cfg.top_n_coins, cfg.quote, cfg.benchmark,
+        self.publish(FetchTopCoinsRequested(self.session_id, self.source, cfg.top_n_coins, cfg.quote, cfg.benchmark,
                                             cfg.include_stablecoins))
 
     # ------------------------------------------------------------------ tasks (analyzer thread)
@@ -82,15 +83,20 @@ class CryptoAnalyzer(QueueWorkerThread):
         for listing in ordered:
             for timeframe in self.config.timeframes:
                 start, end = self.windows[timeframe]
-                self.publish(FetchHistoricalPricesRequested(self.session_id, listing, timeframe, start, end))
+                self.publish(FetchHistoricalPricesRequested(self.session_id, self.source, listing, timeframe, start, end))
 
     def _request_rsi(self, event: HistoricalPricesFetched) -> None:
+        key = (event.listing.coin_id, event.timeframe)
+        if key in self._priced:
+            return  # a redelivered event (at-least-once buses)
+        self._priced.add(key)
         self.publish(CalculateRSIRequested(self.session_id, event.listing, event.timeframe, event.candles["close"],
                                            self.config.rsi_period, self.config.rsi_method))
 
     def _rsi_ready(self, event: RSICalculated) -> None:
         job = self.jobs.get(event.timeframe)
         if job is not None:
+            self._rsi_seen.add((event.listing.coin_id, event.timeframe))
             self._publish_outcomes(job, job.rsi_ready(event.listing, event.rsi))
 
     def _coin_failed(self, event: CoinProcessingFailed) -> None:
@@ -131,4 +137,7 @@ class CryptoAnalyzer(QueueWorkerThread):
                     failures.append(base | {"stage": o.stage, "reason": o.reason})
         caps = [listing.coin.market_cap for listing in self._listings]
         table, threshold = correlation_table(rows, caps, self.config.low_cap_percentile, self.config.timeframes)
-        self.publish(FinalResultsReady(self.session_id, table, failure_table(failures), threshold, self.synthetic))
+        expected = {"prices": len(self._priced), "rsi": len(self._rsi_seen), "correlations": len(rows),
+                    "failures": len(failures)}
+        self.publish(FinalResultsReady(self.session_id, table, failure_table(failures), threshold, self.synthetic,
+                                       expected))

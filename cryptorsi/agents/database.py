@@ -2,12 +2,19 @@
 
 It records what the other agents publish: the session and its config, the universe with market
 caps as of the run, new candles (the cache shared by sessions), RSI, correlations and failures; it
-closes the session as ``completed`` on ``FinalResultsReady`` (then publishes ``ResultsSaved``),
-``failed`` on ``RunFailed``, and ``interrupted`` when it is stopped while its session still runs.
+closes the session as ``completed`` once ``FinalResultsReady`` came and everything it announced is
+saved (then publishes ``ResultsSaved``), ``failed`` on ``RunFailed``, and ``interrupted`` when it is
+stopped while its session still runs.
+
+On a network bus, events of different types may arrive in any order: events that come before their
+session's ``SessionStarted`` wait for it, and completion waits for the counts ``FinalResultsReady``
+announces. Saves are upserts and counts are kept per (coin, timeframe), so a redelivered event is
+harmless.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 
 import pandas as pd
@@ -15,6 +22,7 @@ import pandas as pd
 from cryptorsi.events import (
     CoinProcessingFailed,
     CorrelationAnalyzed,
+    Event,
     FinalResultsReady,
     HistoricalPricesFetched,
     ResultsSaved,
@@ -31,14 +39,18 @@ log = logging.getLogger(__name__)
 
 
 class DatabaseManager(QueueWorkerThread):
-    """Persists the analysis. ``ready`` is set once the connection is open (``start_error`` if it failed)."""
+    """Persists session ``session_id``. ``ready`` is set once the connection is open (``start_error`` if not)."""
 
-    def __init__(self, bus, db_path: str, *, session_id: str | None = None):
+    def __init__(self, bus, db_path: str, *, session_id: str):
         super().__init__(bus, name="DatabaseManager", threads=1, session_id=session_id)
         self.db_path = db_path
         self._conn = None
         self._writer = None
-        self._open_sessions: set[str] = set()
+        self._started = False
+        self._closed = False
+        self._early: list[Event] = []  # events that arrived before SessionStarted
+        self._saved: dict[str, set] = collections.defaultdict(set)  # kind -> (coin_id, timeframe) keys
+        self._final: FinalResultsReady | None = None
 
     # -- runs in the DatabaseManager thread
     def on_start(self) -> None:
@@ -51,74 +63,73 @@ class DatabaseManager(QueueWorkerThread):
         if self._conn is None:
             return
         try:
-            for session_id in sorted(self._open_sessions):
-                self._writer.finish_session(session_id, "interrupted", _now(), "stopped before completion")
-                log.info("session %s marked interrupted", session_id)
-            self._open_sessions.clear()
+            if self._started and not self._closed:
+                self._writer.finish_session(self.session_id, "interrupted", _now(), "stopped before completion")
+                log.info("session %s marked interrupted", self.session_id)
         finally:
             self._conn.close()
             self._conn = None
 
     # -- runs in the thread calling start()
     def subscribe(self) -> None:
-        handlers = {
-            SessionStarted: self._start_session,
-            TopCoinsFetched: self._save_universe,
-            HistoricalPricesFetched: self._save_candles,
-            RSICalculated: self._save_rsi,
-            CorrelationAnalyzed: self._save_correlation,
-            CoinProcessingFailed: self._save_failure,
-            FinalResultsReady: self._complete,
-            RunFailed: self._fail,
-        }
-        for event_type, task in handlers.items():
-            self.listen(event_type, lambda event, task=task: self.submit(task, event))
+        for event_type in (SessionStarted, TopCoinsFetched, HistoricalPricesFetched, RSICalculated,
+                           CorrelationAnalyzed, CoinProcessingFailed, FinalResultsReady, RunFailed):
+            self.serve(event_type, self._record)
 
     # -- tasks (DatabaseManager thread)
-    def _mine(self, event) -> bool:
-        return self.session_id is None or event.session_id == self.session_id
-
-    def _start_session(self, event: SessionStarted) -> None:
-        if self._mine(event):
+    def _record(self, event: Event) -> None:
+        if self._closed:
+            return
+        if isinstance(event, SessionStarted):
             self._writer.start_session(event.session_id, event.started_at, event.config)
-            self._open_sessions.add(event.session_id)
-
-    def _save_universe(self, event: TopCoinsFetched) -> None:
-        if self._mine(event):
+            self._started = True
+            early, self._early = self._early, []
+            for waiting in early:
+                self._record(waiting)
+        elif not self._started:
+            self._early.append(event)
+        elif isinstance(event, TopCoinsFetched):
             self._writer.save_universe(event.session_id, event.listings, event.excluded)
-
-    def _save_candles(self, event: HistoricalPricesFetched) -> None:
-        if self._mine(event) and len(event.uncached):
-            listing = event.listing
-            self._writer.save_candles(listing.exchange, listing.pair, event.timeframe, event.uncached)
-
-    def _save_rsi(self, event: RSICalculated) -> None:
-        if self._mine(event):
+        elif isinstance(event, HistoricalPricesFetched):
+            if len(event.uncached):
+                listing = event.listing
+                self._writer.save_candles(listing.exchange, listing.pair, event.timeframe, event.uncached)
+            self._count("prices", event)
+        elif isinstance(event, RSICalculated):
             self._writer.save_rsi(event.session_id, event.listing.coin_id, event.timeframe, event.period,
                                   event.method, event.rsi)
-
-    def _save_correlation(self, event: CorrelationAnalyzed) -> None:
-        if self._mine(event):
+            self._count("rsi", event)
+        elif isinstance(event, CorrelationAnalyzed):
             self._writer.save_correlation(event.session_id, event.listing.coin_id, event.timeframe,
                                           event.correlation, event.n_points)
-
-    def _save_failure(self, event: CoinProcessingFailed) -> None:
-        if self._mine(event):
+            self._count("correlations", event)
+        elif isinstance(event, CoinProcessingFailed):
             self._writer.save_failure(event.session_id, event.listing.coin_id, event.listing.symbol,
                                       event.timeframe, event.stage, event.reason)
+            self._count("failures", event)
+        elif isinstance(event, FinalResultsReady):
+            self._final = event
+            self._complete_if_saved()
+        elif isinstance(event, RunFailed):
+            self._close("failed", event.reason)
 
-    def _complete(self, event: FinalResultsReady) -> None:
-        if self._mine(event):
-            self._close(event.session_id, "completed", None)
+    def _count(self, kind: str, event) -> None:
+        self._saved[kind].add((event.listing.coin_id, event.timeframe))
+        if self._final is not None:
+            self._complete_if_saved()
 
-    def _fail(self, event: RunFailed) -> None:
-        if self._mine(event):
-            self._close(event.session_id, "failed", event.reason)
+    def _complete_if_saved(self) -> None:
+        missing = {kind: n - len(self._saved[kind]) for kind, n in self._final.expected.items()
+                   if len(self._saved[kind]) < n}
+        if missing:
+            log.debug("session %s: waiting for %s before completing", self.session_id, missing)
+            return
+        self._close("completed", None)
 
-    def _close(self, session_id: str, status: str, message: str | None) -> None:
-        self._writer.finish_session(session_id, status, _now(), message)
-        self._open_sessions.discard(session_id)
-        self.publish(ResultsSaved(session_id, status))
+    def _close(self, status: str, message: str | None) -> None:
+        self._writer.finish_session(self.session_id, status, _now(), message)
+        self._closed = True
+        self.publish(ResultsSaved(self.session_id, status))
 
 
 def _now() -> pd.Timestamp:

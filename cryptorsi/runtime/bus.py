@@ -9,17 +9,23 @@ Semantics every implementation keeps (the contract tests in ``tests/test_bus_con
 * events of one publisher are delivered to a given handler in the order they were published
   (in-process bus; the Redis bus keeps it per topic);
 * handlers run on the bus's thread(s) and must be fast: agents only enqueue work in them;
-* a handler that raises is logged; the other services still get the event.
+* a handler that raises is logged; the other services still get the event;
+* ``history=False`` subscribes a new consumer group to events published from now on only (a group
+  made for one session); with ``history=True`` a group made late still gets the events the bus
+  holds (a worker process that joins after the orchestrator published);
+* ``defer_ack()`` inside a handler keeps the event unacknowledged until ``ack()`` (work done) or
+  ``release()`` (work handed back): on the Redis bus the work of a killed process is redelivered.
 """
 
 from __future__ import annotations
 
+import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from cryptorsi.events import Event
 
-__all__ = ["ServiceBus", "Handler", "create_bus"]
+__all__ = ["ServiceBus", "Handler", "Delivery", "create_bus"]
 
 Handler = Callable[[Event], None]
 
@@ -28,7 +34,7 @@ class ServiceBus(ABC):
     url: str = ""
 
     @abstractmethod
-    def subscribe(self, event_type: type[Event], handler: Handler, *, service: str) -> None:
+    def subscribe(self, event_type: type[Event], handler: Handler, *, service: str, history: bool = True) -> None:
         """Deliver events of ``event_type`` to ``handler`` as a consumer of group ``service``."""
 
     @abstractmethod
@@ -51,9 +57,32 @@ class ServiceBus(ABC):
         """Events published but not yet delivered."""
         return 0
 
+    def defer_ack(self) -> "Delivery":
+        """Inside a handler: settle the current event later, when the work it queued is done."""
+        return _SETTLED
 
-def create_bus(url: str = "memory://", *, namespace: str = "cryptorsi") -> ServiceBus:
-    """The bus named by ``url``: ``memory://`` (in-process) or ``redis://host:port/db`` (Redis Streams)."""
+
+class Delivery:
+    """An event being worked on: ``ack()`` when the work is done, ``release()`` to hand it back."""
+
+    def ack(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+#: buses that deliver once and forget (in-process) have nothing to settle
+_SETTLED = Delivery()
+
+
+def create_bus(url: str = "memory://", **options) -> ServiceBus:
+    """The bus named by ``url``: ``memory://`` (in-process) or ``redis://host:port/db`` (Redis Streams).
+
+    A Redis URL may name the namespace of the streams (``redis://host:6379/0?namespace=research``,
+    default ``cryptorsi``); workers and runs that should cooperate use the same URL. ``options`` go to
+    the Redis bus (``claim_idle_ms``, ``prefetch``...).
+    """
     if url == "memory://":
         from cryptorsi.runtime.memory_bus import InMemoryBus
 
@@ -63,5 +92,13 @@ def create_bus(url: str = "memory://", *, namespace: str = "cryptorsi") -> Servi
             from cryptorsi.runtime.redis_bus import RedisBus
         except ImportError as exc:  # the Redis bus is an optional extra
             raise ValueError(f"bus_url {url!r} needs the Redis bus: pip install 'cryptorsi[redis]' ({exc})") from None
-        return RedisBus(url, namespace=namespace)
+        parts = urllib.parse.urlsplit(url)
+        query = urllib.parse.parse_qs(parts.query)
+        options.setdefault("namespace", query.pop("namespace", ["cryptorsi"])[-1])
+        for name in ("claim_idle_ms", "prefetch", "maxlen"):
+            if name in query:
+                options.setdefault(name, int(query.pop(name)[-1]))
+        options.setdefault("prefetch", 2)  # each consumer holds at most 2 unfinished tasks: load spreads
+        rest = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, doseq=True)))
+        return RedisBus(rest, **options)
     raise ValueError(f"bus_url: unsupported bus {url!r}; use memory:// or redis://host:port/db")

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryptorsi.events import EVENT_TYPES, Event, ExcludedCoin
+from cryptorsi.events import EVENT_TYPES, Event, ExcludedCoin, SourceSpec
 from cryptorsi.market import Coin, Listing, Market
 
 __all__ = ["encode", "decode", "CodecError", "MAGIC", "VERSION", "register_dataclass"]
@@ -50,7 +50,7 @@ class CodecError(ValueError):
 
 
 #: dataclasses (besides events) that may appear inside events, by class name. Decoding builds nothing else.
-_DATACLASSES: dict[str, type] = {cls.__name__: cls for cls in (Coin, Market, Listing, ExcludedCoin)}
+_DATACLASSES: dict[str, type] = {cls.__name__: cls for cls in (Coin, Market, Listing, ExcludedCoin, SourceSpec)}
 
 
 def register_dataclass(cls: type) -> type:

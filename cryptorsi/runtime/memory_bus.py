@@ -32,7 +32,8 @@ class InMemoryBus(ServiceBus):
         self._stopped = False
         self._thread: threading.Thread | None = None
 
-    def subscribe(self, event_type: type[Event], handler: Handler, *, service: str) -> None:
+    def subscribe(self, event_type: type[Event], handler: Handler, *, service: str, history: bool = True) -> None:
+        # `history` is moot here: events are delivered to the groups that exist when they are dispatched.
         with self._cond:
             handlers = self._groups[event_type].setdefault(service, [])
             handlers.append(handler)

@@ -81,6 +81,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from cryptorsi.events import EVENT_TYPES, Event
+from cryptorsi.runtime.bus import Delivery as BusDelivery
 from cryptorsi.runtime.bus import Handler, ServiceBus
 from cryptorsi.runtime.codec import CodecError, decode, encode
 from cryptorsi.runtime.worker import THREAD_PREFIX
@@ -139,13 +140,15 @@ class _Subscription:
     claim_cursor: str = "0-0"
     #: entry id -> monotonic time it was delivered or last kept alive (entries this consumer works on)
     inflight: dict[bytes, float] = field(default_factory=dict)
+    #: where a new group starts: "0" (every event the stream holds) or "$" (events from now on)
+    start_id: str = "0"
     #: ids of deferred deliveries not yet settled
     deferred: set[bytes] = field(default_factory=set)
     #: handled entries whose XACK failed (connection loss): acknowledged first on the next round
     acks_due: list[bytes] = field(default_factory=list)
 
 
-class Delivery:
+class Delivery(BusDelivery):
     """One entry being handled; returned by :meth:`RedisBus.defer_ack` to settle it later from any thread."""
 
     def __init__(self, bus: "RedisBus", sub: _Subscription, entry_id: bytes):
@@ -262,13 +265,14 @@ class RedisBus(ServiceBus):
         return f"{self.namespace}:_dead"
 
     # ------------------------------------------------------------------------------------------------ API
-    def subscribe(self, event_type: type[Event], handler: Handler, *, service: str) -> None:
+    def subscribe(self, event_type: type[Event], handler: Handler, *, service: str, history: bool = True) -> None:
         if EVENT_TYPES.get(getattr(event_type, "__name__", "")) is not event_type:
             raise ValueError(f"{event_type!r} is not an event type of cryptorsi.events.EVENT_TYPES")
         if not service:
             raise ValueError("service must be a non-empty name")
         consumer = f"{socket.gethostname()}-{os.getpid()}-{next(_CONSUMER_SEQ)}"
-        sub = _Subscription(event_type, handler, service, self.key(event_type), consumer)
+        sub = _Subscription(event_type, handler, service, self.key(event_type), consumer,
+                            start_id=self.group_start if history else "$")
         with self._cond:
             if self._stopped:
                 log.debug("bus stopped; subscription of %s to %s ignored", service, event_type.__name__)
@@ -316,7 +320,7 @@ class RedisBus(ServiceBus):
         self._create_groups(late)
         for sub in subs + late:
             self._start_consumer(sub)
-        self._keepalive = threading.Thread(target=self._keep_alive, name=f"{THREAD_PREFIX}bus-keepalive", daemon=True)
+        self._keepalive = threading.Thread(target=self._keep_alive, name=f"{THREAD_PREFIX}bus-keepalive")
         self._keepalive.start()
 
     def stop(self, timeout: float = 5.0) -> bool:
@@ -439,7 +443,7 @@ class RedisBus(ServiceBus):
 
     def _create_group(self, sub: _Subscription) -> None:
         try:
-            self._redis.xgroup_create(sub.key, sub.service, id=self.group_start, mkstream=True)
+            self._redis.xgroup_create(sub.key, sub.service, id=sub.start_id, mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -454,7 +458,7 @@ class RedisBus(ServiceBus):
 
     def _start_consumer(self, sub: _Subscription) -> None:
         name = f"{THREAD_PREFIX}bus-{sub.service}-{sub.event_type.__name__}"
-        sub.thread = threading.Thread(target=self._consume, args=(sub,), name=name, daemon=True)
+        sub.thread = threading.Thread(target=self._consume, args=(sub,), name=name)
         sub.thread.start()
 
     # ------------------------------------------------------------------------------------------------ publish

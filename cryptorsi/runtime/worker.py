@@ -13,6 +13,14 @@ Lifecycle (which thread runs what):
   as a sqlite3 connection are made there); ``ready`` is set when every worker thread has run it;
 * ``on_stop()`` runs in each worker thread after its last task;
 * ``stop(timeout)`` abandons queued tasks, wakes the threads and joins them within ``timeout``.
+
+``serve(event_type, task)`` is how agents take work from the bus: the event stays unacknowledged
+until its task has run (``Delivery.ack``) and is handed back if the agent stops first
+(``Delivery.release``), so on the Redis bus the work of a killed process goes to another one.
+
+Session-bound agents (one analysis' orchestrator, database, display) subscribe as the consumer
+group ``<name>@<session_id>`` so that analyses sharing a broker never take each other's events;
+stateless agents (fetcher, RSI) pass no session and serve every analysis as the group ``<name>``.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cryptorsi.events import Event, TaskFailed
+from cryptorsi.runtime.bus import Delivery
 
 __all__ = ["QueueWorkerThread", "THREAD_PREFIX"]
 
@@ -50,6 +59,8 @@ class QueueWorkerThread:
         self.bus = bus
         self.name = name or type(self).__name__
         self.session_id = session_id
+        #: the consumer group this agent subscribes as
+        self.service = self.name if session_id is None else f"{self.name}@{session_id}"
         self._n_threads = max(1, int(threads))
         self._queue: queue.Queue = queue.Queue()
         self._threads: list[threading.Thread] = []
@@ -85,13 +96,32 @@ class QueueWorkerThread:
         return self._stopping
 
     def listen(self, event_type: type[Event], handler: Callable[[Event], None]) -> None:
-        """Subscribe ``handler`` to ``event_type`` as this agent's service (its consumer group)."""
-        self.bus.subscribe(event_type, handler, service=self.name)
+        """Subscribe ``handler`` (runs on the bus thread: keep it fast) as this agent's consumer group."""
+        self.bus.subscribe(event_type, handler, service=self.service, history=self.session_id is None)
 
-    def submit(self, fn: Callable[..., Any], *args: Any, on_error: Callable[[BaseException], None] | None = None):
+    def serve(self, event_type: type[Event], task: Callable[[Event], None],
+              on_error: Callable[[Event, BaseException], None] | None = None) -> None:
+        """Run ``task(event)`` on a worker thread for each ``event_type`` event of this agent's session.
+
+        The event is acknowledged once the task has run (``on_error(event, exc)`` included) and handed
+        back unacknowledged when the agent stops before running it.
+        """
+        def enqueue(event: Event) -> None:
+            if self.session_id is not None and event.session_id != self.session_id:
+                return  # another analysis' event (its own group gets it too): settled at once
+            report = None if on_error is None else (lambda exc: on_error(event, exc))
+            self.submit(task, event, on_error=report, delivery=self.bus.defer_ack())
+
+        self.listen(event_type, enqueue)
+
+    def submit(self, fn: Callable[..., Any], *args: Any, on_error: Callable[[BaseException], None] | None = None,
+               delivery: Delivery | None = None):
         """Queue ``fn(*args)`` for a worker thread; ``on_error(exc)`` runs there if it raises."""
-        if not self._stopping.is_set():
-            self._queue.put((fn, args, on_error))
+        if self._stopping.is_set():
+            if delivery is not None:
+                delivery.release()
+            return
+        self._queue.put((fn, args, on_error, delivery))
 
     def publish(self, event: Event) -> None:
         self.bus.publish(event)
@@ -156,7 +186,9 @@ class QueueWorkerThread:
                 if item is _STOP:
                     break
                 if self._stopping.is_set():
-                    continue  # abandoned: the queue is drained without running the task
+                    if item[3] is not None:
+                        item[3].release()  # abandoned: handed back to the bus, not run
+                    continue
                 self._execute(*item)
         finally:
             try:
@@ -164,7 +196,7 @@ class QueueWorkerThread:
             except Exception:  # noqa: BLE001 - a failing teardown must not hide the others
                 log.exception("%s: on_stop failed", self.name)
 
-    def _execute(self, fn, args, on_error) -> None:
+    def _execute(self, fn, args, on_error, delivery) -> None:
         with self._lock:
             self.busy += 1
         try:
@@ -185,6 +217,13 @@ class QueueWorkerThread:
                 except Exception:  # noqa: BLE001
                     log.exception("%s: reporting the failure of %s failed", self.name, task)
         finally:
+            if delivery is not None:
+                try:
+                    # A task cut short by stop() is handed back (tasks return early when `stopping`);
+                    # one that did finish is then redone elsewhere, which every agent tolerates.
+                    delivery.release() if self._stopping.is_set() else delivery.ack()
+                except Exception:  # noqa: BLE001 - the bus redelivers; duplicates are tolerated
+                    log.warning("%s: could not acknowledge a finished task", self.name, exc_info=True)
             with self._lock:
                 self.busy -= 1
                 self.tasks_done += 1

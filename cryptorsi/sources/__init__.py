@@ -7,27 +7,39 @@ True
 
 from __future__ import annotations
 
+import os
+
+from cryptorsi.events import SourceSpec
 from cryptorsi.sources.base import MarketSource
 
-__all__ = ["MarketSource", "make_source"]
+__all__ = ["MarketSource", "SourceSpec", "make_source", "source_spec", "source_from_spec"]
+
+
+def source_spec(config) -> SourceSpec:
+    """The :class:`SourceSpec` of ``config`` (what a fetcher in another process needs to serve it)."""
+    return SourceSpec(config.source, config.binance_url, config.coingecko_url,
+                      config.db_path if config.source == "cache" else None)
 
 
 def make_source(config) -> MarketSource:
-    """The source ``config.source`` names, configured from ``config`` (imported lazily: ccxt is slow to import)."""
-    if config.source == "sample":
+    """The source ``config.source`` names, configured from ``config``."""
+    return source_from_spec(source_spec(config), coingecko_api_key=config.coingecko_api_key)
+
+
+def source_from_spec(spec: SourceSpec, *, coingecko_api_key: str | None = None) -> MarketSource:
+    """A source for ``spec`` (imported lazily: ccxt is slow to import). The API key defaults to
+    ``$COINGECKO_API_KEY``."""
+    if spec.name == "sample":
         from cryptorsi.sources.sample import SampleSource
 
         return SampleSource()
-    if config.source == "cache":
+    if spec.name == "cache":
         from cryptorsi.sources.cache import CacheSource
 
-        return CacheSource(config.db_path)
-    if config.source == "live":
+        return CacheSource(spec.db_path)
+    if spec.name == "live":
         from cryptorsi.sources.live import LiveSource
 
-        return LiveSource(
-            binance_url=config.binance_url,
-            coingecko_url=config.coingecko_url,
-            coingecko_api_key=config.coingecko_api_key,
-        )
-    raise ValueError(f"source: unknown source {config.source!r}")
+        return LiveSource(binance_url=spec.binance_url, coingecko_url=spec.coingecko_url,
+                          coingecko_api_key=coingecko_api_key or os.environ.get("COINGECKO_API_KEY"))
+    raise ValueError(f"source: unknown source {spec.name!r}")
