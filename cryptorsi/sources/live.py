@@ -1,0 +1,706 @@
+"""The ``live`` source: CoinGecko's top coins through pycoingecko, Binance spot markets and candles through ccxt.
+
+Safe to call from several threads at once: every thread gets its own ccxt instance (ccxt instances are not
+thread-safe), all sharing the markets loaded once and one request-weight budget
+(:class:`~cryptorsi.sources.budget.WeightBudget`, 6,000 weight a minute by default; klines weigh 2). ccxt's own
+per-instance limiter is off. A 429 pauses every thread for its ``Retry-After`` (so a 418 ban never comes);
+network errors, timeouts, 5xx and malformed pages are retried with bounded exponential backoff (tenacity); an
+unknown symbol is not retried. Waits are event waits that :meth:`LiveSource.close` interrupts.
+
+The CoinGecko key (argument or ``COINGECKO_API_KEY``) travels in a header only (``x-cg-demo-api-key``, or
+``x-cg-pro-api-key`` for ``https://pro-api.coingecko.com``); it is never logged, stored or put in a message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import re
+import threading
+import time
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import numpy as np
+import pandas as pd
+import requests
+import tenacity
+from requests.adapters import HTTPAdapter
+
+from cryptorsi.errors import SourceError, SourceUnavailable
+from cryptorsi.market import Coin, Market, candles_from_arrays, empty_candles, timeframe_ms
+from cryptorsi.sources.base import MarketSource
+from cryptorsi.sources.budget import BudgetClosed, WeightBudget
+
+__all__ = ["LiveSource", "BINANCE_URL", "COINGECKO_URL", "COINGECKO_PRO_URL"]
+
+log = logging.getLogger(__name__)
+
+BINANCE_URL = "https://api.binance.com"
+COINGECKO_URL = "https://api.coingecko.com"
+COINGECKO_PRO_URL = "https://pro-api.coingecko.com"
+KLINES_LIMIT = 1000
+KLINES_WEIGHT = 2
+EXCHANGE_INFO_WEIGHT = 20
+TIME_WEIGHT = 1
+_SUGGEST = "try --source sample or --source cache"
+#: where each timeframe's candle grid starts: sub-daily and daily candles on UTC midnights, weekly ones on Mondays
+#: (1970-01-01 was a Thursday); 3-day candles keep the phase of the first one served (not documented by Binance)
+_GRID_OFFSET_MS = {"1w": 4 * 86_400_000, "3d": None}
+_UNITS = {"S": 1, "SECOND": 1, "M": 60, "MINUTE": 60, "H": 3600, "HOUR": 3600, "D": 86400, "DAY": 86400}
+_LIMIT_MSG = re.compile(r"limit is (\d+) request weight per (\d+) (SECOND|MINUTE|HOUR|DAY)", re.I)
+_WEIGHT_HEADER = re.compile(r"^x-mbx-used-weight-(\d+)([smhd])$", re.I)
+
+
+class _Retry(Exception):
+    """A failed attempt worth retrying. ``kind``: network, timeout, http, malformed, ratelimit."""
+
+    def __init__(self, reason: str, kind: str, retry_after: float | None = None, unreachable: bool = False):
+        super().__init__(reason)
+        self.reason, self.kind, self.retry_after, self.unreachable = reason, kind, retry_after, unreachable
+
+
+class _Fatal(Exception):
+    """A failure that another attempt would not fix (unknown symbol, bad request, refused key...)."""
+
+
+class _Closed(Exception):
+    pass
+
+
+class LiveSource(MarketSource):
+    """CoinGecko + Binance spot over HTTP. URLs are roots (``scheme://host[:port]``); ``None``: the public hosts.
+
+    Keyword-only knobs: ``timeout`` (seconds per HTTP request), ``max_workers`` (most Binance requests in
+    flight at once; also the size the fetcher's pool should have), ``weight_per_minute`` (the client's cap on
+    Binance weight; the budget the server advertises is adopted if smaller) and ``weight_window_s`` (the budget
+    window: 60 s like Binance's minute; shorter in tests), ``now_ms`` (a fixed clock for tests), ``retry_base_s``
+    / ``retry_max_s`` / ``max_attempts`` (backoff of transient failures), ``unavailable_after_s`` (how long
+    ``top_coins``/``markets`` keep retrying an unreachable host), ``coingecko_plan`` (``"demo"`` or ``"pro"``;
+    default: pro for the pro host), ``vs_currency`` (CoinGecko's market-cap currency), ``ohlcv_parser``
+    (``"numpy"``: ccxt's ``publicGetKlines`` — the request ``fetch_ohlcv`` sends — parsed with numpy, 5x less
+    CPU; ``"ccxt"``: ``fetch_ohlcv`` itself).
+    """
+
+    name = "live"
+    exchange = "binance"
+    synthetic = False
+
+    def __init__(
+        self,
+        binance_url: str | None = None,
+        coingecko_url: str | None = None,
+        coingecko_api_key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        max_workers: int = 8,
+        weight_per_minute: float = 6000,
+        weight_window_s: float = 60.0,
+        now_ms: int | None = None,
+        retry_base_s: float = 0.5,
+        retry_max_s: float = 8.0,
+        max_attempts: int = 5,
+        max_rate_limited: int = 10,
+        unavailable_after_s: float = 20.0,
+        coingecko_plan: str | None = None,
+        vs_currency: str = "usd",
+        ohlcv_parser: str = "numpy",
+    ):
+        self.binance_url = (binance_url or BINANCE_URL).rstrip("/")
+        key = coingecko_api_key if coingecko_api_key is not None else os.environ.get("COINGECKO_API_KEY") or None
+        cg_root = (coingecko_url or "").rstrip("/")
+        plan = (coingecko_plan or "").lower() or (
+            "pro" if urlsplit(cg_root).hostname and urlsplit(cg_root).hostname.startswith("pro-api.") else "demo")
+        if not cg_root:
+            cg_root = COINGECKO_PRO_URL if (plan == "pro" and key) else COINGECKO_URL
+        self.coingecko_url = cg_root
+        self.timeout = float(timeout)
+        self.max_workers = max(1, int(max_workers))
+        self.now_ms = now_ms
+        self.retry_base_s = float(retry_base_s)
+        self.retry_max_s = float(retry_max_s)
+        self.max_attempts = max(1, int(max_attempts))
+        self.max_rate_limited = max(1, int(max_rate_limited))
+        self.unavailable_after_s = float(unavailable_after_s)
+        self.vs_currency = vs_currency
+        if ohlcv_parser not in ("numpy", "ccxt"):
+            raise ValueError("ohlcv_parser must be 'numpy' or 'ccxt'")
+        self.ohlcv_parser = ohlcv_parser
+        self._binance_host = _host(self.binance_url)
+        self._coingecko_host = _host(self.coingecko_url)
+        self._closed = threading.Event()
+        self._budget = WeightBudget(weight_per_minute * weight_window_s / 60.0, weight_window_s)
+        self._inflight = threading.BoundedSemaphore(self.max_workers)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._markets_lock = threading.Lock()
+        self._exchanges: list[Any] = []
+        self._primary: Any = None  # the ccxt instance that loaded the markets; the others share them
+        self._markets: list[Market] | None = None
+        self._server_offset_ms: float | None = None
+        self._banned_until = 0.0
+        self._stats = {"requests": 0, "klines_requests": 0, "retries": 0, "rate_limited": 0, "banned": 0,
+                       "errors": 0, "candles": 0, "coingecko_requests": 0, "coingecko_rate_limited": 0}
+        self._cg = self._make_coingecko(key, plan)
+        self._cg_lock = threading.Lock()
+        self._cg_last: dict[str, Any] = {}
+        self._redact = key  # only used to scrub messages; never printed
+
+    def __repr__(self) -> str:
+        return f"LiveSource(binance_url={self.binance_url!r}, coingecko_url={self.coingecko_url!r})"
+
+    # =========================================================================================== CoinGecko
+    def _make_coingecko(self, key: str | None, plan: str):
+        from pycoingecko import CoinGeckoAPI
+
+        cg = CoinGeckoAPI()  # no key here: pycoingecko would put it in the query string (and so in logged URLs)
+        session = cg.session
+        adapter = HTTPAdapter(max_retries=0, pool_connections=2, pool_maxsize=2)  # retries are ours
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        if key:
+            session.headers["x-cg-pro-api-key" if plan == "pro" else "x-cg-demo-api-key"] = key
+        session.headers["accept"] = "application/json"
+        session.hooks["response"].append(self._cg_hook)
+        cg.api_base_url = self.coingecko_url + "/api/v3/"
+        cg.request_timeout = (min(5.0, self.timeout), self.timeout)
+        return cg
+
+    def _cg_hook(self, response, *args, **kwargs):
+        self._cg_last = {"status": response.status_code, "headers": response.headers}
+        return response
+
+    def _coingecko_page(self, per_page: int, page: int) -> list:
+        def attempt():
+            self._check_open()
+            with self._cg_lock:
+                self._cg_last = {}
+                with self._lock:
+                    self._stats["coingecko_requests"] += 1
+                try:
+                    data = self._cg.get_coins_markets(vs_currency=self.vs_currency, order="market_cap_desc",
+                                                      per_page=per_page, page=page)
+                except json.JSONDecodeError as e:
+                    raise _Retry(f"malformed JSON ({e.msg})", "malformed") from None
+                except requests.Timeout:
+                    raise _Retry(f"no answer within {self.timeout:g} s", "timeout", unreachable=True) from None
+                except requests.ConnectionError as e:
+                    raise _Retry(_short(e), "network", unreachable=True) from None
+                except (requests.HTTPError, ValueError) as e:
+                    self._cg_failure(e)
+                if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
+                    raise _Retry("malformed page (not a list of coins)", "malformed")
+                return data
+
+        return self._retrying(attempt, host=self._coingecko_host, fatal_unavailable=True)
+
+    def _cg_failure(self, e: Exception):
+        status = self._cg_last.get("status")
+        headers = self._cg_last.get("headers") or {}
+        if status == 429:
+            with self._lock:
+                self._stats["coingecko_rate_limited"] += 1
+            raise _Retry("HTTP 429 rate limited", "ratelimit", retry_after=_retry_after(headers, cap=60.0)) from None
+        if status is not None and status >= 500:
+            raise _Retry(f"HTTP {status}", "http") from None
+        if status is not None:
+            detail = _cg_message(e)
+            raise _Fatal(f"HTTP {status}{': ' + detail if detail else ''}") from None
+        raise _Retry(f"unexpected answer ({type(e).__name__})", "malformed") from None
+
+    def top_coins(self, n: int) -> list[Coin]:
+        """The ``n`` largest coins by market cap (CoinGecko ``/coins/markets``, 250 a page), largest first."""
+        n = int(n)
+        if n <= 0:
+            return []
+        per_page = min(250, n)
+        items: list[dict] = []
+        for page in range(1, math.ceil(n / per_page) + 1):
+            batch = self._coingecko_page(per_page, page)
+            items.extend(batch)
+            if len(batch) < per_page:
+                break
+        seen: set[str] = set()
+        coins: list[tuple[int, int, Coin]] = []
+        for order, item in enumerate(items):
+            coin_id = item.get("id")
+            if not coin_id or not isinstance(coin_id, str) or coin_id in seen:
+                continue
+            seen.add(coin_id)
+            rank = item.get("market_cap_rank")
+            rank = int(rank) if isinstance(rank, (int, float)) and not isinstance(rank, bool) else None
+            cap = item.get("market_cap")
+            cap = float(cap) if isinstance(cap, (int, float)) and not isinstance(cap, bool) else None
+            coins.append((rank if rank is not None else 1 << 62, order, Coin(
+                coin_id=coin_id, symbol=str(item.get("symbol") or "").upper(), name=str(item.get("name") or coin_id),
+                market_cap=cap, market_cap_rank=rank)))
+        coins.sort(key=lambda x: (x[0], x[1]))
+        return [c for _, _, c in coins[:n]]
+
+    # =========================================================================================== Binance
+    def _new_exchange(self):
+        import ccxt
+
+        session = requests.Session()
+        # proxy and CA settings of the environment, read once: with trust_env requests re-reads os.environ twice
+        # per request, ~15% of the CPU a klines page costs
+        session.trust_env = False
+        session.proxies.update(requests.utils.get_environ_proxies(self.binance_url))
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            session.verify = bundle
+        adapter = HTTPAdapter(max_retries=0, pool_connections=2, pool_maxsize=2)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        last: dict[str, Any] = {}
+
+        def hook(response, *args, **kwargs):
+            last["status"] = response.status_code
+            last["headers"] = response.headers
+            return response
+
+        session.hooks["response"].append(hook)
+        ex = ccxt.binance({
+            "enableRateLimit": False,  # the shared WeightBudget replaces ccxt's per-instance limiter
+            "timeout": int(self.timeout * 1000),
+            "session": session,
+            "options": {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
+                        "fetchMargins": False, "adjustForTimeDifference": False},
+        })
+        ex.enableLastJsonResponse = True
+        if self.binance_url != BINANCE_URL:
+            for key, url in list(ex.urls["api"].items()):
+                if isinstance(url, str):
+                    ex.urls["api"][key] = re.sub(r"^https?://[^/]+", self.binance_url, url)
+        ex._cryptorsi_last = last
+        return ex
+
+    def _exchange(self):
+        ex = getattr(self._local, "exchange", None)
+        if ex is None:
+            self._check_open()
+            ex = self._new_exchange()
+            with self._lock:
+                self._exchanges.append(ex)
+            self._local.exchange = ex
+        primary = self._primary
+        if ex.markets is None and primary is not None and ex is not primary:
+            ex.set_markets_from_exchange(primary)  # shares the parsed markets (read-only) instead of re-parsing
+        return ex
+
+    def _binance_call(self, weight: int, fn: Callable[[Any], Any], what: str) -> Any:
+        """One attempt: wait for the budget, send through this thread's ccxt instance, classify failures."""
+        import ccxt
+
+        self._check_open()
+        if time.monotonic() < self._banned_until:
+            raise _Fatal("Binance banned this IP (HTTP 418); try again later")
+        ex = self._exchange()
+        last = ex._cryptorsi_last
+        with self._inflight:
+            try:
+                self._budget.acquire(weight)
+            except BudgetClosed:
+                raise _Closed() from None
+            last.clear()
+            ex.last_json_response = None
+            with self._lock:
+                self._stats["requests"] += 1
+            try:
+                return fn(ex)
+            except (ccxt.DDoSProtection, ccxt.RateLimitExceeded) as e:
+                self._rate_limited(last, weight, str(e))
+            except ccxt.RequestTimeout:
+                if last.get("status") == 504 or last.get("status") == 408:
+                    raise _Retry(f"HTTP {last['status']}", "http") from None
+                raise _Retry(f"no answer within {self.timeout:g} s", "timeout", unreachable=True) from None
+            except (ccxt.BadSymbol, ccxt.BadRequest) as e:
+                raise _Fatal(_ccxt_message(e)) from None
+            except ccxt.NetworkError as e:  # ExchangeNotAvailable (5xx, 4xx without a known code), resets
+                status = last.get("status")
+                if status is None:
+                    raise _Retry(_short(e.__cause__ or e), "network", unreachable=True) from None
+                if status >= 500:
+                    raise _Retry(f"HTTP {status}", "http") from None
+                raise _Fatal(f"HTTP {status} {_ccxt_message(e)}") from None
+            except ccxt.ExchangeError as e:
+                status = last.get("status")
+                if status is not None and status >= 500:
+                    raise _Retry(f"HTTP {status}", "http") from None
+                if status is not None and status >= 400:
+                    raise _Fatal(f"HTTP {status} {_ccxt_message(e)}") from None
+                raise _Retry(f"malformed answer ({_ccxt_message(e)})", "malformed") from None
+            except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+                raise _Retry(f"malformed answer ({type(e).__name__})", "malformed") from None
+            finally:
+                self._observe_weight(last.get("headers"))
+
+    def _observe_weight(self, headers) -> None:
+        if not headers:
+            return
+        for name, value in headers.items():
+            m = _WEIGHT_HEADER.match(name)
+            if m:
+                try:
+                    used = float(value)
+                except ValueError:
+                    continue
+                self._budget.observe(used, int(m.group(1)) * _UNITS[m.group(2).upper()])
+
+    def _rate_limited(self, last: dict, weight: int, message: str):
+        status = last.get("status")
+        headers = last.get("headers") or {}
+        retry_after = _retry_after(headers, cap=None)
+        m = _LIMIT_MSG.search(message)
+        if m:  # Binance's message states the limit: "current limit is 6000 request weight per 1 MINUTE"
+            self._budget.configure(int(m.group(1)), int(m.group(2)) * _UNITS[m.group(3).upper()])
+        else:  # else the limit is about the weight used when the server said no
+            used = window = None
+            for name, value in headers.items():
+                h = _WEIGHT_HEADER.match(name)
+                if h and value.strip().isdigit():
+                    used, window = float(value), int(h.group(1)) * _UNITS[h.group(2).upper()]
+            if used is not None and window != self._budget.window_s:
+                self._budget.configure(max(weight, used - weight), window)
+            elif used is not None:
+                self._budget.lower(max(weight, used - weight))  # later 429s (in-flight requests) say more
+            else:
+                self._budget.lower(max(weight, 0.9 * self._budget.snapshot()["weight_in_window"]))
+        if status == 418:
+            with self._lock:
+                self._stats["banned"] += 1
+            wait = retry_after if retry_after is not None else 120.0
+            if wait > 300:
+                self._banned_until = time.monotonic() + wait
+                self._budget.pause(wait)
+                raise _Fatal(f"Binance banned this IP (HTTP 418) for {wait:.0f} s")
+        else:
+            with self._lock:
+                self._stats["rate_limited"] += 1
+            wait = retry_after if retry_after is not None else max(1.0, self._budget.window_s / 2)
+        self._budget.pause(wait)
+        log.info("binance answered %s: every thread pauses %.1f s", status or 429, wait)
+        raise _Retry(f"HTTP {status or 429} rate limited", "ratelimit", retry_after=0.0)
+
+    # ------------------------------------------------------------------------------------ markets
+    def _load_markets(self) -> None:
+        def attempt():
+            def load(ex):
+                ex.markets = None
+                ex.load_markets(True)
+                return ex.last_json_response
+
+            raw = self._binance_call(EXCHANGE_INFO_WEIGHT, load, "exchangeInfo")
+            if not isinstance(raw, dict) or not isinstance(raw.get("symbols"), list) or not raw["symbols"]:
+                raise _Retry("malformed exchangeInfo", "malformed")
+            return raw
+
+        raw = self._retrying(attempt, host=self._binance_host, fatal_unavailable=True)
+        ex = self._exchange()
+        for rl in raw.get("rateLimits") or []:
+            try:
+                if rl.get("rateLimitType") == "REQUEST_WEIGHT":
+                    self._budget.configure(int(rl["limit"]), int(rl.get("intervalNum", 1)) * _UNITS[rl["interval"]])
+            except (KeyError, TypeError, ValueError):
+                pass
+        self._primary = ex
+        self._markets = [Market(pair=m["symbol"], base=m["base"], quote=m["quote"], active=bool(m.get("active")))
+                         for m in ex.markets.values() if m.get("spot")]
+        if self.now_ms is None:
+            self._sync_time()
+
+    def _sync_time(self) -> None:
+        """Estimate the exchange clock (``/api/v3/time``) so that a candle it still has open is never kept."""
+        def attempt():
+            t0 = time.time()
+            server = self._binance_call(TIME_WEIGHT, lambda ex: ex.fetch_time(), "time")
+            t1 = time.time()
+            return float(server) - (t0 + t1) * 500.0
+
+        try:
+            self._server_offset_ms = self._retrying(attempt, host=self._binance_host, attempts=2)
+        except (SourceError, TypeError, ValueError):
+            self._server_offset_ms = None
+
+    def markets(self) -> list[Market]:
+        """Binance's spot markets, TRADING ones active (``exchangeInfo`` only: no futures endpoints)."""
+        with self._markets_lock:
+            if self._markets is None:
+                self._load_markets()
+            return list(self._markets)
+
+    # ------------------------------------------------------------------------------------ candles
+    def _now(self) -> int:
+        if self.now_ms is not None:
+            return int(self.now_ms)
+        local = time.time() * 1000.0
+        if self._server_offset_ms is not None:
+            return int(min(local, local + self._server_offset_ms))
+        return int(local)
+
+    def default_end_ms(self, timeframe: str) -> int:
+        return int(self.now_ms) if self.now_ms is not None else int(time.time() * 1000)
+
+    def candles(self, market: Market, timeframe: str, start_ms: int, end_ms: int) -> pd.DataFrame:
+        """Closed candles of ``market`` with open time in ``[start_ms, end_ms)``, paged 1000 a request."""
+        tf = timeframe_ms(timeframe)
+        start_ms, end_ms = int(start_ms), int(end_ms)
+        if start_ms >= end_ms:
+            return empty_candles()
+        if self._markets is None:
+            self.markets()
+        now = self._now()
+        pages: list[np.ndarray] = []
+        since = start_ms
+        grid = _GRID_OFFSET_MS.get(timeframe, 0)
+        while since < end_ms and since + tf <= now:
+            raw_len, page = self._klines_page(market, timeframe, tf, since, end_ms, grid)
+            if raw_len == 0:
+                break
+            if len(page):
+                if grid is None:
+                    grid = int(page[0, 0]) % tf
+                pages.append(page)
+                since = int(page[-1, 0]) + tf  # past the last candle: restarting from it would repeat it
+            if raw_len < KLINES_LIMIT or not len(page):
+                break
+        if not pages:
+            return empty_candles()
+        data = np.concatenate(pages)
+        data = data[(data[:, 0] + tf <= now) & (data[:, 0] < end_ms)]  # closed candles only
+        with self._lock:
+            self._stats["candles"] += len(data)
+        return candles_from_arrays(data[:, 0].astype(np.int64), data[:, 1], data[:, 2], data[:, 3], data[:, 4],
+                                   data[:, 5])
+
+    def _klines_page(self, market: Market, timeframe: str, tf: int, since: int, end_ms: int, grid: int | None):
+        what = f"{market.pair} {timeframe}"
+        use_ccxt_parser = self.ohlcv_parser == "ccxt"
+
+        def fetch(ex):
+            if use_ccxt_parser:
+                rows = ex.fetch_ohlcv(market.pair, timeframe, since, KLINES_LIMIT, {"until": end_ms - 1})
+                return ex.last_json_response, rows
+            # the same request fetch_ohlcv sends, without its per-row parsing (10x slower than numpy's)
+            info = ex.market(market.pair)
+            raw = ex.publicGetKlines({"symbol": info["id"], "interval": ex.timeframes.get(timeframe, timeframe),
+                                      "startTime": since, "endTime": end_ms - 1, "limit": KLINES_LIMIT})
+            return raw, None
+
+        def attempt():
+            with self._lock:
+                self._stats["klines_requests"] += 1
+            raw, rows = self._binance_call(KLINES_WEIGHT, fetch, what)
+            problem, page = _check_page(raw, rows, since, tf, grid)
+            if problem:
+                raise _Retry(f"malformed klines page at {pd.Timestamp(since, unit='ms', tz='UTC')}: {problem}",
+                             "malformed")
+            return len(raw), page[page[:, 0] < end_ms]
+
+        return self._retrying(attempt, host=self._binance_host, what=what)
+
+    # =========================================================================================== retries
+    def _retrying(self, attempt: Callable[[], Any], *, host: str, what: str | None = None,
+                  fatal_unavailable: bool = False, attempts: int | None = None) -> Any:
+        """Run ``attempt`` with tenacity: transient failures back off exponentially (at most ``max_attempts``),
+        rate limits wait for their ``Retry-After`` (at most ``max_rate_limited``), an unreachable host gives up
+        after ``unavailable_after_s``. Final failures become SourceError (or SourceUnavailable when
+        ``fatal_unavailable``), with a one-line reason."""
+        counts = {"transient": 0, "ratelimit": 0}
+        max_attempts = attempts or self.max_attempts
+        started = time.monotonic()
+
+        def after(rs: tenacity.RetryCallState) -> None:
+            exc = rs.outcome.exception()
+            counts["ratelimit" if exc.kind == "ratelimit" else "transient"] += 1
+            with self._lock:
+                self._stats["retries"] += 1
+
+        def stop(rs: tenacity.RetryCallState) -> bool:
+            exc = rs.outcome.exception()
+            if self._closed.is_set():
+                return True
+            if exc.kind == "ratelimit":
+                return counts["ratelimit"] > self.max_rate_limited
+            if exc.unreachable and fatal_unavailable and time.monotonic() - started > self.unavailable_after_s:
+                return True
+            return counts["transient"] >= max_attempts
+
+        def wait(rs: tenacity.RetryCallState) -> float:
+            exc = rs.outcome.exception()
+            if exc.retry_after is not None:
+                return exc.retry_after
+            k = counts["ratelimit"] if exc.kind == "ratelimit" else counts["transient"]
+            base = self.retry_base_s * (2.0 if exc.kind == "ratelimit" else 1.0)
+            return min(self.retry_max_s * (4 if exc.kind == "ratelimit" else 1), base * 2 ** (k - 1)) \
+                * (0.75 + 0.25 * random.random())
+
+        label = f"{host}" if what is None else f"binance {what}"
+
+        def before_sleep(rs: tenacity.RetryCallState) -> None:
+            log.debug("%s: %s; retry in %.2f s", label, self._scrub(rs.outcome.exception().reason), rs.upcoming_sleep)
+
+        retrying = tenacity.Retrying(retry=tenacity.retry_if_exception_type(_Retry), stop=stop, wait=wait,
+                                     after=after, before_sleep=before_sleep, sleep=self._sleep, reraise=True)
+        try:
+            return retrying(attempt)
+        except _Retry as e:
+            with self._lock:
+                self._stats["errors"] += 1
+            if self._closed.is_set():
+                raise SourceError(f"{label}: source closed") from None
+            n = counts["ratelimit"] + counts["transient"]
+            if fatal_unavailable and e.unreachable:
+                raise SourceUnavailable(self._scrub(f"cannot reach {host} ({e.reason}); {_SUGGEST}")) from None
+            if fatal_unavailable:
+                raise SourceUnavailable(self._scrub(f"{host} failed ({e.reason}, after {n} attempts); {_SUGGEST}")) \
+                    from None
+            raise SourceError(self._scrub(f"{label}: {e.reason} (after {n} attempts)")) from None
+        except _Fatal as e:
+            with self._lock:
+                self._stats["errors"] += 1
+            if fatal_unavailable:
+                raise SourceUnavailable(self._scrub(f"{host} refused the request ({e}); {_SUGGEST}")) from None
+            raise SourceError(self._scrub(f"{label}: {e}")) from None
+        except (_Closed, BudgetClosed):
+            raise SourceError(f"{label}: source closed") from None
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0 and self._closed.wait(seconds):
+            raise _Closed()
+
+    def _check_open(self) -> None:
+        if self._closed.is_set():
+            raise _Closed()
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._redact, "***") if self._redact else text
+
+    # =========================================================================================== admin
+    def stats(self) -> dict:
+        """Counters for a progress display: requests (Binance), klines_requests, weight used, retries,
+        rate_limited (429s), banned (418s), errors, candles, coingecko_requests, and the budget's state."""
+        budget = self._budget.snapshot()
+        with self._lock:
+            out = dict(self._stats)
+        out["weight"] = budget["weight"]
+        out["weight_limit"] = budget["limit"]
+        out["weight_window_s"] = budget["window_s"]
+        out["weight_in_window"] = budget["weight_in_window"]
+        out["budget_waits"] = budget["waits"]
+        out["paused_s"] = round(budget["paused_s"], 3)
+        out["paused"] = budget["paused"]
+        return out
+
+    def close(self) -> None:
+        """Interrupt every back-off and budget wait, and close the HTTP sessions."""
+        self._closed.set()
+        self._budget.close()
+        with self._lock:
+            exchanges, self._exchanges = self._exchanges, []
+        for ex in exchanges:
+            try:
+                ex.session.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+        try:
+            self._cg.session.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+# ============================================================================================= helpers
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.netloc or url
+
+
+def _retry_after(headers, cap: float | None) -> float | None:
+    value = headers.get("Retry-After") if headers else None
+    if value is None:
+        return None
+    try:
+        seconds = max(0.0, float(value))
+    except ValueError:
+        return None
+    return min(seconds, cap) if cap is not None else seconds
+
+
+def _short(e: BaseException) -> str:
+    """A short reason for a network failure: 'connection refused', 'name resolution failed'..."""
+    text = str(e)
+    for needle, reason in (("Connection refused", "connection refused"),
+                           ("Name or service not known", "name resolution failed"),
+                           ("Temporary failure in name resolution", "name resolution failed"),
+                           ("nodename nor servname", "name resolution failed"),
+                           ("getaddrinfo failed", "name resolution failed"),
+                           ("Network is unreachable", "network is unreachable"),
+                           ("No route to host", "no route to host"),
+                           ("timed out", "timed out"),
+                           ("Connection reset", "connection reset"),
+                           ("RemoteDisconnected", "connection closed without an answer"),
+                           ("Remote end closed", "connection closed without an answer"),
+                           ("Connection aborted", "connection aborted"),
+                           ("Connection broken", "connection broken")):
+        if needle in text:
+            return reason
+    return type(e).__name__
+
+
+def _ccxt_message(e: Exception) -> str:
+    """The exchange's own message of a ccxt error ('Invalid symbol.'), else a short form of it."""
+    text = str(e)
+    m = re.search(r'"msg"\s*:\s*"([^"]*)"', text)
+    if m:
+        return m.group(1)
+    text = text.replace("binance ", "", 1)
+    return text[:200]
+
+
+def _cg_message(e: Exception) -> str:
+    arg = e.args[0] if e.args else None
+    if isinstance(arg, dict):
+        status = arg.get("status") if isinstance(arg.get("status"), dict) else {}
+        return str(status.get("error_message") or arg.get("error") or "")[:200]
+    return ""
+
+
+def _check_page(raw: Any, rows: list | None, since: int, tf: int,
+                grid: int | None) -> tuple[str | None, np.ndarray]:
+    """Check a klines page and return ``(problem or None, array of [open_ms, o, h, l, c, v] rows)``.
+
+    The raw body must be a list of kline rows of numbers, finite, with open times strictly increasing, not before
+    ``since``, on the grid ``grid + k * tf`` (``None``: the first row's phase), and sane prices (low > 0,
+    low <= open, close <= high, volume >= 0). ``rows`` are ccxt's parsed rows when ccxt parsed the page (else the
+    raw rows are parsed here)."""
+    empty = np.empty((0, 6))
+    if not isinstance(raw, list):
+        return "not a JSON list", empty
+    if not raw:
+        return None, empty
+    try:
+        a = np.array(rows if rows is not None else [r[:6] for r in raw], dtype=np.float64)
+    except (TypeError, ValueError, KeyError):
+        return "not kline rows of numbers", empty
+    if a.ndim != 2 or a.shape[1] != 6 or len(a) != len(raw):
+        return "not kline rows" if rows is None else "rows lost in parsing", empty
+    if not np.all(np.isfinite(a)):
+        return "non-finite values", empty
+    t = a[:, 0].astype(np.int64)
+    if rows is not None and any(r[0] != row[0] for r, row in zip(rows, raw)):  # ccxt sorts what it parses
+        return "open times not strictly increasing", empty
+    if np.any(np.diff(t) <= 0):
+        return "open times not strictly increasing", empty
+    if t[0] < since:
+        return "candles before the requested start", empty
+    if np.any((t - (t[0] if grid is None else grid)) % tf != 0):
+        return "open times off the timeframe grid", empty
+    o, h, l, c, v = a[:, 1], a[:, 2], a[:, 3], a[:, 4], a[:, 5]
+    if np.any(l <= 0) or np.any(v < 0) or np.any(h < np.maximum(o, c)) or np.any(l > np.minimum(o, c)):
+        return "inconsistent high/low", empty
+    return None, a
