@@ -10,11 +10,9 @@ publish until the handler has received the last one (the publisher and the consu
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 
@@ -68,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     url = args.redis
     if url is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from redis_server import RedisServer  # the tests' throwaway server: --save '' on a free port
+        from cryptorsi.testing.redis_server import RedisServer  # throwaway: --save '' on a free port
 
         server = RedisServer().start()
         url = server.url
