@@ -40,14 +40,54 @@ loss are seeded with the plain mean of the first ``period`` changes, then
 ``method="sma"`` is the simple-moving-average variant: ``rolling(period).mean()`` of the gains and of
 the losses, ``100 - 100 / (1 + gain / loss)``, and 100 where the average loss is 0.
 
+Backends
+--------
+Two kernels compute the same RSI. ``"numba"`` runs plain loops compiled by `numba
+<https://numba.pydata.org>`_ (installed by the optional extra ``pip install cryptorsi[fast]``); the
+``"numpy"`` kernel needs nothing beyond numpy. By default (``"auto"``) the numba kernel is used when
+numba can be imported and compiles, else the numpy one, silently (the reason is logged at DEBUG level
+on the ``cryptorsi.indicators`` logger). Both give the same NaN pattern; their Wilder values agree
+within ~1e-13 (both match TA-Lib to that), their ``"sma"`` values are identical (the same operations
+in the same order).
+
+Numba is imported on the first RSI computation, not when cryptorsi is imported: that first call
+pays for the import and the loading of the compiled kernels (under a second) and, the very first
+time, for the compilation (several seconds). The compiled code is cached on disk (numba's
+``cache=True``: ``__pycache__`` beside this module, or numba's user-wide cache directory when that
+is not writable; when no cache directory is writable the kernels are compiled in memory, in each
+process). :func:`get_backend` does that loading at a moment of your choosing and tells which backend
+is in use.
+
+To choose the backend, set the environment variable ``CRYPTORSI_RSI_BACKEND`` to ``auto`` (the
+default), ``numpy`` or ``numba`` before the first RSI computation, or call :func:`set_backend`
+(which takes precedence over the variable; ``set_backend(None)`` goes back to it):
+
+>>> from cryptorsi.indicators import set_backend, get_backend
+>>> previous = set_backend("numpy")
+>>> get_backend()
+'numpy'
+>>> _ = set_backend(previous)
+
+Asking for ``"numba"`` when numba cannot be imported or its kernels cannot be compiled raises
+``ImportError``, from :func:`set_backend` at once, or from the first RSI call when it is asked for by
+the environment variable. An unknown name raises ``ValueError``.
+
 Speed
 -----
-Wilder's smoothing is a first-order linear recursion, ``y_t = c y_{t-1} + r u_t``. Run sample by
-sample (``scipy.signal.lfilter``) the two recursions (gain, loss) alone cost several times TA-Lib's
-whole RSI, so they are computed by blocks of 16 changes instead: the value at the end of each block
-(as if the block started from 0) is one matrix-vector product, the 16 times shorter recursion over the
-block ends is solved the same way (or, when short, by one small triangular matrix product), and one
-matrix product filters every block from its carried-in state. The results match TA-Lib to ~1e-13
+The numba kernel follows each series sample by sample and skips the missing values inside the loop,
+so a DataFrame, ragged or not, is one compiled call and a Series one call with no copy. Its Wilder
+loop takes about half of TA-Lib's time per series: it multiplies by ``1/period`` where TA-Lib divides,
+and each step's multiply-add may be fused (numba's ``fastmath={"contract"}``), which shortens the
+chain of dependent operations that bounds such a loop. Its ``"sma"`` loop builds the window sums as
+the numpy kernel does (no running sum), in vectorised loops. ``bench/bench_rsi.py`` times both
+backends against TA-Lib.
+
+The numpy kernel: Wilder's smoothing is a first-order linear recursion, ``y_t = c y_{t-1} + r u_t``.
+Run sample by sample (``scipy.signal.lfilter``) the two recursions (gain, loss) alone cost several
+times TA-Lib's whole RSI, so they are computed by blocks of 16 changes instead: the value at the end
+of each block (as if the block started from 0) is one matrix-vector product, the 16 times shorter
+recursion over the block ends is solved the same way (or, when short, by one small triangular matrix
+product), and one matrix product filters every block from its carried-in state. The results match TA-Lib to ~1e-13
 (rounding). Every BLAS call stays below OpenBLAS's multithreading thresholds: single-threaded,
 predictable under load, and safe to call from several threads at once.
 """
@@ -55,13 +95,16 @@ predictable under load, and safe to call from several threads at once.
 from __future__ import annotations
 
 import functools
+import logging
+import math
+import os
 import threading
 from numbers import Integral
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["rsi", "rsi_values", "METHODS"]
+__all__ = ["rsi", "rsi_values", "set_backend", "get_backend", "METHODS", "BACKENDS"]
 
 #: The RSI methods understood by :func:`rsi`.
 METHODS = ("wilder", "sma")
@@ -307,6 +350,185 @@ _KERNELS = {"wilder": _wilder_rows, "sma": _sma_rows}
 
 
 # --------------------------------------------------------------------------------------------------
+# numba kernels: plain loops, compiled by _compile_numba() (numba is imported only then). Each takes
+# ``x``, rows of ``n`` values laid end to end (1-D, C-contiguous; a row = one series, non-finite
+# values = missing), and writes their RSI into ``out`` (same size), every position exactly once; the
+# return value is the number of missing values met. Compiled with error_model="numpy": a float
+# division by 0 gives inf/nan instead of raising (the SMA loop replaces those values).
+
+
+def _wilder_loop(x, n, p, out):
+    """Wilder RSI of each row, the missing values skipped inside the loop."""
+    missing = 0
+    if n == 0:
+        return missing
+    c = (p - 1) / p
+    r = 1.0 / p
+    for base in range(0, x.shape[0], n):
+        row = x[base : base + n]
+        res = out[base : base + n]
+        # leading missing values, then the first valid value (no change yet)
+        i = 0
+        while i < n and not math.isfinite(row[i]):
+            res[i] = np.nan
+            i += 1
+        missing += i
+        if i == n:
+            continue
+        prev = row[i]
+        res[i] = np.nan
+        i += 1
+        # the first p changes: their sums seed the averages
+        gain_sum = 0.0
+        abs_sum = 0.0
+        seen = 0
+        while i < n and seen < p:
+            v = row[i]
+            res[i] = np.nan
+            i += 1
+            if math.isfinite(v):
+                d = v - prev
+                prev = v
+                gain_sum += max(d, 0.0)
+                abs_sum += abs(d)
+                seen += 1
+            else:
+                missing += 1
+        if seen < p:
+            continue
+        # average gain and average |change| (= gain + loss); a flat start (total 0) gives 0 / tiny = 0
+        gain = r * gain_sum
+        total = r * abs_sum
+        res[i - 1] = gain / max(total, _TINY) * 100.0
+        rest = row[i:]
+        rest_res = res[i:]
+        for j in range(rest.shape[0]):
+            v = rest[j]
+            if math.isfinite(v):
+                d = v - prev
+                prev = v
+                gain = c * gain + r * max(d, 0.0)
+                total = c * total + r * abs(d)
+                rest_res[j] = gain / max(total, _TINY) * 100.0
+            else:
+                rest_res[j] = np.nan
+                missing += 1
+    return missing
+
+
+def _sma_loop(x, n, p, out):
+    """SMA RSI of each row: the same operations, in the same order, as _sma_rows on the row's valid
+    values (so the same results), put back at their positions."""
+    missing = 0
+    if n == 0:
+        return missing
+    gains = np.empty(n)
+    losses = np.empty(n)
+    loss_sums = np.empty(n)
+    packed = np.empty(0)  # results of a row with gaps, before they are put back (allocated on need)
+    where = np.empty(0, np.int64)
+    for base in range(0, x.shape[0], n):
+        row = x[base : base + n]
+        res = out[base : base + n]
+        count = 0
+        first = -1
+        last = -1
+        for i in range(n):
+            if math.isfinite(row[i]):
+                count += 1
+                if first < 0:
+                    first = i
+                last = i
+        missing += n - count
+        if count <= p:
+            res[:] = np.nan
+            continue
+        gappy = last - first + 1 != count
+        if not gappy:  # one run of valid values (maybe listed late, delisted early): computed in place
+            res[:first] = np.nan
+            res[last + 1 :] = np.nan
+            for j in range(count - 1):
+                d = row[first + j + 1] - row[first + j]
+                g = max(d, 0.0)
+                gains[j] = g
+                losses[j] = g - d  # -change where change < 0, else 0 (exact)
+            target = res[first : last + 1]
+        else:  # gaps: the changes between consecutive valid values, results put back below
+            if packed.shape[0] == 0:
+                packed = np.empty(n)
+                where = np.empty(n, np.int64)
+            res[:] = np.nan
+            prev = row[first]
+            where[0] = first
+            j = 0
+            for i in range(first + 1, last + 1):
+                v = row[i]
+                if math.isfinite(v):
+                    d = v - prev
+                    prev = v
+                    g = max(d, 0.0)
+                    gains[j] = g
+                    losses[j] = g - d
+                    j += 1
+                    where[j] = i
+            target = packed[:count]
+        # window sums of p changes, as _window_sums builds them (in place: gains/losses become sums of
+        # 2, 4, 8... consecutive changes); the gain sums go to target[p:], the loss sums to loss_sums.
+        # (Loops over views indexed from 0, which numba compiles to vector instructions.)
+        windows = count - p
+        gain_sums = target[p:]
+        loss_sums_w = loss_sums[:windows]
+        length = count - 1
+        offset = 0
+        size = 1
+        rest = p
+        started = False
+        while True:
+            if rest & 1:
+                gain_part = gains[offset : offset + windows]
+                loss_part = losses[offset : offset + windows]
+                if started:
+                    for j in range(windows):
+                        gain_sums[j] += gain_part[j]
+                    for j in range(windows):
+                        loss_sums_w[j] += loss_part[j]
+                else:
+                    gain_sums[:] = gain_part
+                    loss_sums_w[:] = loss_part
+                    started = True
+                offset += size
+            rest >>= 1
+            if rest == 0:
+                break
+            length -= size
+            low = gains[:length]
+            high = gains[size : size + length]
+            for j in range(length):
+                low[j] += high[j]
+            low = losses[:length]
+            high = losses[size : size + length]
+            for j in range(length):
+                low[j] += high[j]
+            size *= 2
+        target[:p] = np.nan
+        for j in range(windows):
+            gain = gain_sums[j] / p
+            loss = loss_sums_w[j] / p
+            value = 100.0 - 100.0 / (1.0 + gain / loss)  # inf/nan where loss == 0: replaced below
+            gain_sums[j] = 100.0 if loss == 0.0 else value
+        if gappy:
+            for j in range(p, count):
+                res[where[j]] = packed[j]
+    return missing
+
+
+# method -> (loop, numba fastmath flags). Wilder's recursion may use fused multiply-adds (its
+# rounding differs from TA-Lib's at the 1e-14 level either way; the dependency chain is shorter);
+# the SMA loop keeps IEEE operations as written, to give exactly the numpy kernel's values.
+_NUMBA_LOOPS = {"wilder": (_wilder_loop, {"contract"}), "sma": (_sma_loop, False)}
+
+
+# --------------------------------------------------------------------------------------------------
 # 1-D and 2-D drivers
 
 
@@ -399,6 +621,196 @@ def _rsi_ragged(a: np.ndarray, rows: list[int], p: int, kernel, out: np.ndarray)
 
 
 # --------------------------------------------------------------------------------------------------
+# backends: "numpy" (the blocked kernels) or "numba" (the loops, compiled on first use)
+
+#: The backend names understood by :func:`set_backend` and ``CRYPTORSI_RSI_BACKEND``.
+BACKENDS = ("auto", "numpy", "numba")
+_BACKEND_ENV = "CRYPTORSI_RSI_BACKEND"
+_NOT_FINITE = "rsi_values needs finite values (no NaN/inf); use rsi() for series with gaps"
+
+_log = logging.getLogger(__name__)
+_backend_lock = threading.RLock()
+_backend_choice: str | None = None  # set_backend()'s choice; None: the environment variable's
+_backend = None  # the backend in use; None: resolved by the next call
+_numba_kernels: dict | None = None  # method -> compiled loop, once compiled
+_numba_error: Exception | None = None  # why numba could not be used, once it failed
+
+
+class _NumpyBackend:
+    """Backend interface: ``one`` (1-D values, may hold NaN), ``rows`` (K, n) C-contiguous, one series
+    per row, ``finite`` (1-D values, n > p, ValueError if any is not finite); float64 inputs."""
+
+    name = "numpy"
+
+    @staticmethod
+    def one(values: np.ndarray, p: int, method: str) -> np.ndarray:
+        return _rsi_1d(values, p, _KERNELS[method])
+
+    @staticmethod
+    def rows(a: np.ndarray, p: int, method: str) -> np.ndarray:
+        return _rsi_columns(a, p, _KERNELS[method])
+
+    @staticmethod
+    def finite(values: np.ndarray, p: int, method: str) -> np.ndarray:
+        if not np.isfinite(np.add.reduce(values)):
+            raise ValueError(_NOT_FINITE)
+        out = np.empty(values.shape[0])
+        _KERNELS[method](values[None, :], p, out[None, :])
+        return out
+
+
+def _c_aligned(a: np.ndarray) -> np.ndarray:
+    """``a`` itself when C-contiguous and aligned (what the compiled loops take), else a copy that is."""
+    flags = a.flags
+    if flags.c_contiguous and flags.aligned:
+        return a
+    return np.require(a, np.float64, "CA")
+
+
+class _NumbaBackend:
+    name = "numba"
+
+    def __init__(self, kernels: dict):
+        self.kernels = kernels
+
+    def one(self, values: np.ndarray, p: int, method: str) -> np.ndarray:
+        values = _c_aligned(values)
+        out = np.empty(values.shape[0])
+        self.kernels[method](values, values.shape[0], p, out)
+        return out
+
+    def rows(self, a: np.ndarray, p: int, method: str) -> np.ndarray:
+        k, n = a.shape
+        out = np.empty((k, n))
+        if a.size:
+            self.kernels[method](_c_aligned(a).reshape(-1), n, p, out.reshape(-1))
+        return out
+
+    def finite(self, values: np.ndarray, p: int, method: str) -> np.ndarray:
+        values = _c_aligned(values)
+        out = np.empty(values.shape[0])
+        if self.kernels[method](values, values.shape[0], p, out):  # the number of missing values
+            raise ValueError(_NOT_FINITE)
+        return out
+
+
+_NUMPY_BACKEND = _NumpyBackend()
+
+
+def _compile_numba() -> dict:
+    """Import numba and compile the loops (cached on disk when numba finds a writable cache
+    directory, in memory otherwise); returns {method: compiled loop}."""
+    import numba
+    from numba import types
+
+    values = types.Array(types.float64, 1, "C", readonly=True)  # accepts writable arrays too
+    out = types.Array(types.float64, 1, "C")
+    signature = types.int64(values, types.int64, types.int64, out)
+    kernels = {}
+    for method, (loop, fastmath) in _NUMBA_LOOPS.items():
+        try:
+            kernels[method] = numba.njit(signature, cache=True, nogil=True, fastmath=fastmath,
+                                          error_model="numpy")(loop)
+        except Exception as exc:  # no writable cache directory, or the cache could not be written
+            _log.debug("numba cannot cache %s (%s: %s); compiling it in memory",
+                       loop.__name__, type(exc).__name__, exc)
+            kernels[method] = numba.njit(signature, cache=False, nogil=True, fastmath=fastmath,
+                                          error_model="numpy")(loop)
+    # one small call of each, with a gap, before they are trusted
+    check = np.array([1.0, 2.0, np.nan, 1.5, 3.0, 2.5])
+    res = np.empty(6)
+    for kernel in kernels.values():
+        if kernel(check, 6, 2, res) != 1 or not np.isfinite(res[3:]).all():
+            raise RuntimeError("the compiled RSI loop gave a wrong result on a smoke test")
+    return kernels
+
+
+def _load_numba() -> dict:
+    """The compiled loops, compiled on the first call; ImportError (every call) if numba cannot be
+    imported or the loops cannot be compiled."""
+    global _numba_kernels, _numba_error
+    kernels = _numba_kernels
+    if kernels is not None:
+        return kernels
+    with _backend_lock:
+        if _numba_kernels is None and _numba_error is None:
+            try:
+                _numba_kernels = _compile_numba()
+            except Exception as exc:  # numba missing or broken, compilation failed
+                _numba_error = exc
+                _log.debug("numba RSI backend unavailable (%s: %s)", type(exc).__name__, exc,
+                           exc_info=True)
+        if _numba_kernels is not None:
+            return _numba_kernels
+        exc = _numba_error
+    raise ImportError(
+        f"the numba RSI backend is not available ({type(exc).__name__}: {exc}); install numba "
+        f"(pip install 'cryptorsi[fast]') or use the numpy backend"
+    ) from exc
+
+
+def _check_backend(name, what: str) -> str:
+    if not isinstance(name, str) or name.strip().lower() not in BACKENDS:
+        raise ValueError(f"{what} must be one of {BACKENDS}, got {name!r}")
+    return name.strip().lower()
+
+
+def _resolve_backend():
+    """The backend in use, resolved from set_backend()'s choice or the environment variable."""
+    global _backend
+    with _backend_lock:
+        if _backend is None:
+            if _backend_choice is not None:
+                choice = _backend_choice
+            else:
+                choice = _check_backend(os.environ.get(_BACKEND_ENV) or "auto", _BACKEND_ENV)
+            if choice == "numpy":
+                backend = _NUMPY_BACKEND
+            elif choice == "numba":
+                backend = _NumbaBackend(_load_numba())  # ImportError when unavailable
+            else:
+                try:
+                    backend = _NumbaBackend(_load_numba())
+                except ImportError:  # logged by _load_numba
+                    backend = _NUMPY_BACKEND
+            _backend = backend
+        return _backend
+
+
+def set_backend(name: str | None) -> str | None:
+    """Choose the RSI kernel for :func:`rsi` and :func:`rsi_values`, process-wide: ``"auto"`` (numba
+    when it can be used, else numpy), ``"numpy"``, ``"numba"``, or ``None`` for the choice of the
+    ``CRYPTORSI_RSI_BACKEND`` environment variable (``auto`` when unset). Takes precedence over the
+    variable. Returns the previous choice (``None`` when it was the variable's), for restoring it:
+
+    >>> previous = set_backend("numpy")
+    >>> _ = set_backend(previous)
+
+    ``"numba"`` loads numba at once and raises ``ImportError`` (leaving the choice unchanged) when it
+    cannot be imported or its kernels cannot be compiled; an unknown name raises ``ValueError``.
+    """
+    global _backend_choice, _backend
+    if name is not None:
+        name = _check_backend(name, "backend")
+    with _backend_lock:
+        backend = None
+        if name == "numba":
+            backend = _NumbaBackend(_load_numba())
+        elif name == "numpy":
+            backend = _NUMPY_BACKEND
+        previous = _backend_choice
+        _backend_choice = name
+        _backend = backend  # None: resolved by the next call ("auto", or the environment variable)
+    return previous
+
+
+def get_backend() -> str:
+    """The backend the next RSI computation uses, ``"numpy"`` or ``"numba"``; resolving ``"auto"``
+    imports and compiles numba if that was not done yet (a way to pay for it up front)."""
+    return (_backend or _resolve_backend()).name
+
+
+# --------------------------------------------------------------------------------------------------
 # public API
 
 
@@ -413,20 +825,14 @@ def rsi_values(values: np.ndarray, period: int = 14, method: str = "wilder") -> 
     [nan, nan, 100.0, 50.0]
     """
     p = _check_period(period)
-    kernel = _KERNELS[_check_method(method)]
+    method = _check_method(method)
     values = np.asarray(values)
     if values.ndim != 1:
         raise ValueError(f"rsi_values needs a 1-D array, got {values.ndim}-D")
     values = _float_values(values, "values")
-    n = values.shape[0]
-    out = np.empty(n)
-    if n <= p:
-        out.fill(np.nan)
-        return out
-    if not np.isfinite(np.add.reduce(values)):
-        raise ValueError("rsi_values needs finite values (no NaN/inf); use rsi() for series with gaps")
-    kernel(values[None, :], p, out[None, :])
-    return out
+    if values.shape[0] <= p:
+        return np.full(values.shape[0], np.nan)
+    return (_backend or _resolve_backend()).finite(values, p, method)
 
 
 def rsi(
@@ -447,10 +853,11 @@ def rsi(
     ``method="sma"`` uses rolling means and gives 100 where the average loss is 0.
     """
     p = _check_period(period)
-    kernel = _KERNELS[_check_method(method)]
+    method = _check_method(method)
+    backend = _backend or _resolve_backend()
     if isinstance(close, pd.Series):
         values = _float_values(close, "close")
-        return pd.Series(_rsi_1d(values, p, kernel), index=close.index, name=close.name, copy=False)
+        return pd.Series(backend.one(values, p, method), index=close.index, name=close.name, copy=False)
     if isinstance(close, pd.DataFrame):
         if close.shape[1] == 0:
             return pd.DataFrame(index=close.index, columns=close.columns, dtype=np.float64)
@@ -460,14 +867,14 @@ def rsi(
         else:
             arr = np.column_stack([_float_values(close.iloc[:, j], f"column {close.columns[j]!r}")
                                    for j in range(close.shape[1])])
-        res = _rsi_columns(np.ascontiguousarray(arr.T), p, kernel)
+        res = backend.rows(np.ascontiguousarray(arr.T), p, method)
         return pd.DataFrame(res.T, index=close.index, columns=close.columns, copy=False)
     if isinstance(close, np.ndarray):
         if close.ndim == 1:
-            return _rsi_1d(_float_values(close, "close"), p, kernel)
+            return backend.one(_float_values(close, "close"), p, method)
         if close.ndim == 2:
             arr = _float_values(close, "close")
-            return _rsi_columns(np.ascontiguousarray(arr.T), p, kernel).T
+            return backend.rows(np.ascontiguousarray(arr.T), p, method).T
         raise ValueError(f"close must be a 1-D or 2-D array, got {close.ndim}-D")
     raise TypeError(
         f"close must be a pandas Series, a DataFrame or a numpy ndarray, got {type(close).__name__}"

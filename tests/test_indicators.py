@@ -1,8 +1,14 @@
-"""cryptorsi.indicators.rsi against TA-Lib (Wilder) and against a plain-pandas SMA formula."""
+"""cryptorsi.indicators.rsi against TA-Lib (Wilder) and against a plain-pandas SMA formula, with
+each backend (numpy; numba when it is installed), and the choice of backend."""
 
 from __future__ import annotations
 
 import doctest
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -19,6 +25,20 @@ from cryptorsi.indicators import rsi, rsi_values  # noqa: E402
 TOL = 1e-9
 PERIODS = [2, 6, 14, 21, 50]
 SCALES = [30_000.0, 1e-4]
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed (extra 'fast')")
+
+
+@pytest.fixture(autouse=True, params=["numpy", "numba"])
+def backend(request):
+    """Every test of this module runs with each backend (the numba ones skipped without numba);
+    TestBackendChoice overrides this fixture."""
+    if request.param == "numba" and not HAVE_NUMBA:
+        pytest.skip("numba is not installed (extra 'fast')")
+    previous = indicators.set_backend(request.param)
+    assert indicators.get_backend() == request.param
+    yield request.param
+    indicators.set_backend(previous)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -392,3 +412,193 @@ def test_threads_get_correct_results():
 def test_module_docstring_examples():
     failures, tried = doctest.testmod(indicators, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert tried >= 3 and failures == 0
+
+
+def test_read_only_strided_and_unaligned_inputs():
+    close = walk(1000, seed=21)
+    expected = talib.RSI(close, timeperiod=14)
+    read_only = close.copy()
+    read_only.flags.writeable = False
+    assert_same(rsi(read_only, 14), expected)
+    assert_same(rsi_values(read_only, 14), expected)
+    assert_same(rsi(pd.Series(read_only), 14).to_numpy(), expected)
+    strided = np.column_stack([close, 2 * close])[:, 0]
+    assert not strided.flags.c_contiguous
+    assert_same(rsi(strided, 14), expected)
+    assert_same(rsi_values(strided, 14), expected)
+    unaligned = np.empty(close.size * 8 + 1, np.uint8)[1:].view(np.float64)
+    unaligned[:] = close
+    assert not unaligned.flags.aligned
+    assert_same(rsi(unaligned, 14), expected)
+    frame = pd.DataFrame({"a": close, "b": close[::-1].copy()})
+    frozen = frame.to_numpy(copy=True)
+    frozen.flags.writeable = False
+    expected_2d = np.column_stack([expected, talib.RSI(close[::-1].copy(), timeperiod=14)])
+    assert_same(rsi(frozen, 14), expected_2d)
+    assert_same(rsi(pd.DataFrame(frozen), 14).to_numpy(), expected_2d)
+
+
+# ------------------------------------------------------------------------------------------------
+# backends: numpy and numba agree; choosing one
+
+
+def wide_ragged_frame(n: int = 2500, k: int = 60, seed: int = 17) -> pd.DataFrame:
+    """Many columns with their own listing dates, gaps, delistings, bad prints and flat stretches."""
+    rng = np.random.default_rng(seed)
+    v = np.column_stack([walk(n, seed=seed * 1000 + j, scale=10.0 ** rng.uniform(-5, 5)) for j in range(k)])
+    for j in range(k):
+        kind = j % 6
+        if kind == 1:
+            v[: rng.integers(1, n - 5), j] = np.nan  # listed late (some too late for any RSI)
+        elif kind == 2:
+            v[rng.integers(0, n, rng.integers(1, 40)), j] = np.nan  # missing candles
+        elif kind == 3:
+            v[: rng.integers(1, n // 2), j] = np.nan
+            v[rng.integers(n // 2, n):, j] = np.nan  # listed late, delisted
+            v[rng.integers(0, n, 5), j] = rng.choice([np.inf, -np.inf])
+        elif kind == 4:
+            start = rng.integers(0, n - 300)
+            v[start : start + 200, j] = v[start, j]  # flat stretch
+            v[rng.integers(0, n, 3), j] = np.nan
+    v[:, 5] = np.nan  # never listed
+    return pd.DataFrame(v, columns=[f"c{j}" for j in range(k)])
+
+
+class TestBackendChoice:
+    @pytest.fixture(autouse=True)
+    def backend(self, monkeypatch):
+        """Overrides the module's parametrized fixture: these tests choose backends themselves. The
+        environment variable and the module's backend state are put back afterwards."""
+        monkeypatch.delenv("CRYPTORSI_RSI_BACKEND", raising=False)
+        for name in ("_backend_choice", "_backend", "_numba_kernels", "_numba_error"):
+            monkeypatch.setattr(indicators, name, getattr(indicators, name))
+        indicators.set_backend(None)
+
+    @needs_numba
+    @pytest.mark.parametrize("method", ["wilder", "sma"])
+    @pytest.mark.parametrize("period", [2, 14, 50])
+    def test_backends_agree_on_ragged_frames(self, method, period):
+        for frame in (wide_ragged_frame(seed=period), ragged_frame(seed=period)):
+            indicators.set_backend("numpy")
+            ours_numpy = rsi(frame, period, method).to_numpy()
+            per_column_numpy = np.column_stack([rsi(frame[c], period, method).to_numpy() for c in frame])
+            indicators.set_backend("numba")
+            ours_numba = rsi(frame, period, method).to_numpy()
+            per_column_numba = np.column_stack([rsi(frame[c], period, method).to_numpy() for c in frame])
+            assert_same(ours_numba, ours_numpy, tol=1e-12)
+            assert_same(per_column_numba, per_column_numpy, tol=1e-12)
+            assert_same(rsi(frame.to_numpy(), period, method), ours_numpy, tol=1e-12)
+            if method == "sma":  # the same operations in the same order: the same values
+                np.testing.assert_array_equal(ours_numba, ours_numpy)
+            else:
+                expected = np.column_stack([talib_rsi(frame[c].to_numpy(), period) for c in frame])
+                assert_same(ours_numba, expected)
+
+    def test_importing_cryptorsi_does_not_import_numba(self):
+        # a fresh interpreter: numba is imported by the first RSI computation that uses it, not before
+        code = (
+            "import sys, numpy as np, cryptorsi\n"
+            "from cryptorsi import indicators\n"
+            "assert 'numba' not in sys.modules\n"
+            "indicators.rsi(np.linspace(1.0, 2.0, 40), 14)\n"  # CRYPTORSI_RSI_BACKEND=numpy
+            "assert 'numba' not in sys.modules\n"
+            "indicators.set_backend('auto')\n"
+            "indicators.rsi(np.linspace(1.0, 2.0, 40), 14)\n"
+            "print(indicators.get_backend(), 'numba' in sys.modules)\n"
+        )
+        env = {**os.environ, "CRYPTORSI_RSI_BACKEND": "numpy"}
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              timeout=240)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == (["numba", "True"] if HAVE_NUMBA else ["numpy", "False"])
+
+    def test_environment_variable(self, monkeypatch):
+        close = pd.Series(walk(300, seed=3))
+        expected = talib.RSI(close.to_numpy(), timeperiod=14)
+        for value, used in [("numpy", "numpy"), (" NumPy ", "numpy"), ("", "numba" if HAVE_NUMBA else "numpy"),
+                            ("auto", "numba" if HAVE_NUMBA else "numpy")]:
+            monkeypatch.setenv("CRYPTORSI_RSI_BACKEND", value)
+            indicators.set_backend(None)  # forget the resolved backend: read the variable again
+            assert_same(rsi(close, 14).to_numpy(), expected)
+            assert indicators.get_backend() == used
+        if HAVE_NUMBA:
+            monkeypatch.setenv("CRYPTORSI_RSI_BACKEND", "numba")
+            indicators.set_backend(None)
+            assert indicators.get_backend() == "numba"
+        monkeypatch.setenv("CRYPTORSI_RSI_BACKEND", "fortran")
+        indicators.set_backend(None)
+        with pytest.raises(ValueError, match="CRYPTORSI_RSI_BACKEND"):
+            rsi(close, 14)
+        with pytest.raises(ValueError, match="CRYPTORSI_RSI_BACKEND"):
+            indicators.get_backend()
+        # set_backend() takes precedence over the variable
+        assert indicators.set_backend("numpy") is None
+        assert_same(rsi(close, 14).to_numpy(), expected)
+
+    def test_set_backend_returns_the_previous_choice_and_checks_names(self):
+        assert indicators.set_backend("numpy") is None
+        assert indicators.get_backend() == "numpy"
+        assert indicators.set_backend("auto") == "numpy"
+        assert indicators.get_backend() == ("numba" if HAVE_NUMBA else "numpy")
+        for bad in ["cuda", "", "num ba", 1, True]:
+            with pytest.raises(ValueError, match="backend"):
+                indicators.set_backend(bad)
+        assert indicators.set_backend(None) == "auto"
+        assert indicators.BACKENDS == ("auto", "numpy", "numba")
+
+    def test_forcing_numba_without_numba_raises_and_auto_falls_back(self, monkeypatch, caplog):
+        monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` raises ImportError
+        monkeypatch.setattr(indicators, "_numba_kernels", None)
+        monkeypatch.setattr(indicators, "_numba_error", None)
+        close = walk(500, seed=4)
+        expected = talib.RSI(close, timeperiod=14)
+        indicators.set_backend("numpy")
+        with pytest.raises(ImportError, match=r"numba RSI backend is not available.*cryptorsi\[fast\]"):
+            indicators.set_backend("numba")
+        assert indicators.get_backend() == "numpy"  # the choice is unchanged
+        assert_same(rsi(close, 14), expected)
+        # asked for by the environment variable: the RSI calls raise, every time
+        monkeypatch.setenv("CRYPTORSI_RSI_BACKEND", "numba")
+        indicators.set_backend(None)
+        for _ in range(2):
+            with pytest.raises(ImportError, match="numba RSI backend is not available"):
+                rsi(pd.Series(close), 14)
+            with pytest.raises(ImportError, match="numba RSI backend is not available"):
+                rsi_values(close, 14)
+        # "auto" falls back to numpy silently, with a DEBUG record saying why
+        monkeypatch.setattr(indicators, "_numba_error", None)
+        monkeypatch.setenv("CRYPTORSI_RSI_BACKEND", "auto")
+        indicators.set_backend(None)
+        with caplog.at_level(logging.DEBUG, logger="cryptorsi.indicators"):
+            out = rsi(close, 14)
+        assert indicators.get_backend() == "numpy"
+        assert_same(out, expected)
+        assert any(r.levelno == logging.DEBUG and "numba RSI backend unavailable" in r.getMessage()
+                   for r in caplog.records)
+        assert not any(r.levelno > logging.DEBUG for r in caplog.records)
+
+    @needs_numba
+    def test_numba_without_a_writable_cache_compiles_in_memory(self, monkeypatch, caplog):
+        import numba
+        from numba.core import caching
+
+        if not isinstance(getattr(caching.CacheImpl, "_locator_classes", None), list):
+            pytest.skip("numba's cache locators are not where this test expects them")
+        # no cache locator at all: what numba meets when no cache directory is writable
+        monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
+        monkeypatch.setattr(numba.core.config, "CACHE_LOCATOR_CLASSES", "", raising=False)
+
+        def plain(a):
+            return a + 1
+
+        with pytest.raises(RuntimeError, match="no locator available"):
+            numba.njit(cache=True)(plain)
+        monkeypatch.setattr(indicators, "_numba_kernels", None)
+        monkeypatch.setattr(indicators, "_numba_error", None)
+        with caplog.at_level(logging.DEBUG, logger="cryptorsi.indicators"):
+            indicators.set_backend("numba")
+        assert indicators.get_backend() == "numba"
+        assert "compiling it in memory" in caplog.text
+        frame = ragged_frame()
+        expected = np.column_stack([talib_rsi(frame[c].to_numpy(), 14) for c in frame])
+        assert_same(rsi(frame, 14).to_numpy(), expected)
