@@ -381,3 +381,103 @@ def test_low_cap_and_correlated_coins_exist(rsi_correlations, top_n, tf):
     selected = [x.symbol for x in universe
                 if x.coin.market_cap <= threshold and corr.get((x.coin_id, tf), np.nan) >= 0.7]
     assert selected, (top_n, tf)
+
+
+# ------------------------------------------------------------------------ lead-lag and on/off coins
+ADDED_KINDS = ("lagged", "switching")
+
+
+def test_added_coins_do_not_disturb_the_base_roster(src, profiles):
+    assert len(profiles) == 272 and profiles["rank"].tolist() == list(range(1, 273))
+    base = profiles[~profiles["kind"].isin(ADDED_KINDS)]
+    assert len(base) == 260
+    # the base coins keep their generated candles (values taken before the 12 coins were added)
+    day = SAMPLE_START_MS + 100 * DAY
+    for pair, close in [("ETH/USDC", 2364.0021), ("HARB/USDC", 0.00072869737), ("COME/USDC", 0.050175297),
+                        ("BTC/USDC", 45124.002)]:
+        f = src.candles(market(pair), "1d", day, day + DAY)
+        assert f["close"].iloc[0] == pytest.approx(close, rel=1e-6), pair
+    assert src.candles(market("BTC/USDC"), "1h", SAMPLE_END_MS - HOUR, SAMPLE_END_MS)["close"].iloc[0] == 87_500.0
+    # ... and their order: the ranks of the base coins only move down past the added ones
+    assert (np.diff(base["rank"].to_numpy()) >= 1).all() and base.index[-1] == profiles.index[-1]
+    assert profiles.loc[profiles["rank"] <= 80, "kind"].isin(ADDED_KINDS).sum() == 0
+
+
+def test_lagged_coins_are_documented_and_unambiguous(src, profiles):
+    lagged = profiles[profiles["kind"] == "lagged"]
+    assert len(lagged) == 9
+    assert profiles["lag_candles"].dtype == "Int64"
+    assert profiles["lag_candles"].notna().sum() == 9 and profiles["lag_timeframe"].notna().sum() == 9
+    got = {(tf, int(k)) for tf, k in zip(lagged["lag_timeframe"], lagged["lag_candles"])}
+    assert got == {(tf, k) for tf in ("1h", "4h", "1d") for k in (1, 3, 6)}
+    for cid, row in lagged.iterrows():
+        assert row["lag_hours"] == row["lag_candles"] * TIMEFRAMES[row["lag_timeframe"]] // HOUR
+        assert row["rho"] == pytest.approx(0.9) and row["noise"] == 0
+        assert row["symbol"] == f"F{row['lag_timeframe'].upper()}{row['lag_candles']}"
+        assert cid == f"sample-follower-{row['lag_timeframe']}-by-{row['lag_candles']}"
+        assert "/USDC" in row["pairs"] and "/USDT" in row["pairs"]
+    assert (lagged["rank"] <= 250).all() and (lagged["rank"] <= 100).sum() == 3
+    assert lagged["gaps"].sum() == 4
+
+
+@pytest.mark.parametrize("cid", ["sample-follower-1h-by-3", "sample-follower-4h-by-3", "sample-follower-1d-by-6"])
+def test_lagged_coins_repeat_btc_returns_k_candles_late(src, profiles, cid):
+    """On its timeframe the coin's log return at t is BTC's at t - k candles (mixed with its own news)."""
+    row = profiles.loc[cid]
+    tf, k = row["lag_timeframe"], int(row["lag_candles"])
+    step = pd.Timedelta(milliseconds=TIMEFRAMES[tf])
+    coin = np.log(src.candles(market(f"{row['symbol']}/USDC"), tf, SAMPLE_START_MS, SAMPLE_END_MS)["close"])
+    btc = np.log(src.candles(market("BTC/USDC"), tf, SAMPLE_START_MS, SAMPLE_END_MS)["close"])
+    coin_ret = coin.diff()[coin.index.to_series().diff() == step]
+    btc_ret = btc.diff()
+
+    def corr_at(lag):
+        shifted = btc_ret.copy()
+        shifted.index = shifted.index + lag * step
+        j = pd.concat([coin_ret, shifted], axis=1, join="inner").dropna()
+        return np.corrcoef(j.iloc[:, 0], j.iloc[:, 1])[0, 1]
+
+    assert corr_at(k) > 0.85
+    assert all(abs(corr_at(lag)) < 0.2 for lag in (0, k - 1, k + 1))
+    if row["gaps"]:  # whole candles of its timeframe are missing
+        steps = coin.index.to_series().diff().dropna()
+        assert (steps > step).any()
+
+
+def test_switching_coins_link_on_and_off(src, profiles):
+    switching = profiles[profiles["kind"] == "switching"]
+    assert list(switching["symbol"]) == ["SWIA", "SWIB", "SWIC"] and (switching["rank"] <= 250).all()
+    assert profiles.loc[switching.index, "lag_candles"].isna().all()
+    btc = np.log(all_hours(src, "BTC/USDC")["close"]).diff()
+    for cid, row in switching.iterrows():
+        runs = src.link_regimes(cid)
+        assert list(runs.columns) == ["start", "end", "linked"]
+        assert runs["start"].iloc[0] == pd.Timestamp(SAMPLE_START_MS, unit="ms", tz="UTC")
+        assert runs["end"].iloc[-1] == pd.Timestamp(SAMPLE_END_MS, unit="ms", tz="UTC")
+        assert (runs["start"].iloc[1:].to_numpy() == runs["end"].iloc[:-1].to_numpy()).all()
+        assert (runs["linked"].to_numpy()[1:] != runs["linked"].to_numpy()[:-1]).all()  # alternating
+        lengths = (runs["end"] - runs["start"])[1:-1]
+        assert (lengths >= pd.Timedelta(days=35)).all() and (lengths <= pd.Timedelta(days=84)).all()
+        span = runs["end"].iloc[-1] - runs["start"].iloc[0]
+        on_share = (runs["end"] - runs["start"])[runs["linked"]].sum() / span
+        assert row["rho"] == pytest.approx(0.95 * on_share, rel=1e-9)
+        coin = np.log(all_hours(src, f"{row['symbol']}/USDC")["close"]).diff()
+        for start, end, linked in runs.itertuples(index=False):
+            inside = (coin.index > start) & (coin.index < end)
+            c = np.corrcoef(coin[inside].dropna(), btc.reindex(coin.index[inside]).dropna())[0, 1]
+            assert (c > 0.85) if linked else (abs(c) < 0.1), (cid, start, linked, c)
+    with pytest.raises(ValueError, match="switching"):
+        src.link_regimes("bitcoin")
+
+
+def test_added_coins_are_in_the_universe_as_low_caps(src, profiles):
+    added = profiles[profiles["kind"].isin(ADDED_KINDS)]
+    for top_n, expected in [(100, {"F1H1", "SWIA", "F4H1", "F1D1"}),
+                            (250, {"F1H3", "F4H3", "F1D3", "F1H6", "F4H6", "SWIC", "F1D6"})]:
+        listings, excluded = select_universe(src.top_coins(top_n), src.markets(), exchange="sample", quotes=("USDC",))
+        kept = {x.symbol for x in listings}
+        assert set(added.loc[added["rank"] <= top_n, "symbol"]) <= kept
+        assert not {x.coin.symbol for x in excluded} & set(added["symbol"])
+        threshold = low_cap_threshold([x.coin.market_cap for x in listings], 25)
+        low = {x.symbol for x in listings if x.coin.market_cap <= threshold} & set(added["symbol"])
+        assert low == expected, (top_n, low)

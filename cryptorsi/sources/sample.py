@@ -5,14 +5,15 @@
 
 What the sample market holds
 ----------------------------
-* 260 coins ranked by market cap (BTC ~1.8e12 down to ~5e6, five and a half orders of magnitude),
-  ids ``"sample-<words>"`` and distinct made-up tickers, plus BTC and ETH.
+* 272 coins ranked by market cap (BTC ~1.8e12 down to ~5e6, five and a half orders of magnitude),
+  ids ``"sample-<words>"`` and distinct made-up tickers, plus BTC and ETH: a base roster of 260 coins
+  and 12 coins added for the lead-lag analysis (below), slotted in by market cap.
 * Hourly candles from ``SAMPLE_START`` (2023-11-13T00:00Z, a Monday) to ``SAMPLE_END``
   (2026-01-01T00:00Z), 780 days = 111 weeks and 3 days, whatever today's date is. Coarser timeframes
   (2h ... 1w) are exact aggregations of the hourly candles into UTC-aligned buckets, like Binance
   (``1w`` buckets open on Mondays 00:00 UTC; every other timeframe on multiples of its length since the
   epoch). Only closed candles are returned: the week that contains ``SAMPLE_END`` is left out.
-  Timeframes below 1h raise :class:`~cryptorsi.errors.SourceError` (a year of minutes for 260 coins is
+  Timeframes below 1h raise :class:`~cryptorsi.errors.SourceError` (a year of minutes for 272 coins is
   not worth its memory here).
 * Correlation with BTC **by construction**. With ``z_btc`` BTC's standardised hourly shocks, ``s_t`` a
   market-wide volatility regime and ``z_i`` the coin's own shocks, a coin's hourly log return is::
@@ -25,6 +26,14 @@ What the sample market holds
   on 1h candles over the last 50 weeks spans -0.05 to 0.99 (see ``docs/sample-market.md``).
   Some coins react ``lag_i`` = 2..8 hours late, and some illiquid ones carry mean-reverting price noise
   (``noise_i``): both lower the 1h correlation much more than the 1d one, so the timeframe matters.
+* Built-in lead-lag and unstable links, to be recovered by :mod:`cryptorsi.leadlag`: nine **lagged**
+  coins (kind ``"lagged"``, ``F<tf><k>``, e.g. ``F4H3``) repeat BTC's return of exactly ``k`` = 1, 3 or 6
+  candles earlier on 1h, 4h or 1d (``rho`` 0.9, BTC's volatility included), so that their RSI follows
+  BTC's by ``k`` candles on that timeframe (``profiles()`` columns ``lag_candles``, ``lag_timeframe``;
+  only these nine have them); three **switching** coins (kind ``"switching"``, ``SWIA SWIB SWIC``) are
+  linked to BTC (``rho`` 0.95) in alternating multi-week regimes and not at all in between
+  (:meth:`SampleSource.link_regimes`). Their market caps are small and spread over ranks 81-246, so top
+  100 and top 250 runs hold some, as low caps.
 * Quirks of a real market: late listings (no candle before the listing hour), interior gaps (absent
   rows, never NaN rows), stablecoins (``Sample USD``/SUSD ..., ``Flat USD``/FUSD is perfectly flat at
   1.0), wrapped and staked twins (``Wrapped Bitcoin``/WBTC tracks BTC to ~0.01 %), coins with no pair,
@@ -32,7 +41,9 @@ What the sample market holds
   (:func:`cryptorsi.sources.universe.select_universe`) exclude them like the real ones.
 
 Determinism: every random number comes from a numpy ``PCG64`` generator seeded with
-``SeedSequence([MASTER_SEED, stream, coin_index])``; each coin's full history is generated at once and
+``SeedSequence([MASTER_SEED, stream, coin_index])`` (the index in the base roster; the added coins take
+the indices after it and a stream of their own for their parameters, so the base coins' candles are
+the same with or without them); each coin's full history is generated at once and
 sliced, so a window always gets the same candles whatever else was asked before. Prices are rounded to a
 per-coin tick (8 significant digits at the start price). The candles are bit-identical across processes
 for a given numpy version and platform.
@@ -54,6 +65,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from collections import OrderedDict
@@ -92,9 +104,9 @@ SAMPLE_TIMEFRAMES = tuple(tf for tf, ms in TIMEFRAMES.items() if ms >= _HOUR)
 _WEEK_OFFSET = 4 * _DAY
 
 # Random streams (the second word of every SeedSequence).
-_STREAM_COMMON, _STREAM_ROSTER, _STREAM_PATH = 0, 1, 2
+_STREAM_COMMON, _STREAM_ROSTER, _STREAM_PATH, _STREAM_ADDED = 0, 1, 2, 3
 
-_N_COINS = 260
+_N_BASE = 260  # the base roster; _ADDED coins come on top
 _BTC_VOL = 0.0055  # hourly: ~51 % a year
 _BTC_START, _BTC_END = 37_000.0, 87_500.0
 _RHO_MAX = 0.99
@@ -117,6 +129,11 @@ class _Profile:
     gaps: tuple[tuple[int, int], ...]  # (first hour, length) of each missing run
     twin_of: int | None  # index of the coin a twin tracks
     turnover: float  # daily quote volume / market cap
+    seed: int  # the coin's index in the path streams (its base rank - 1; 260, 261, ... for the added coins)
+    lag_candles: int | None = None  # "lagged" coins: BTC's shocks arrive lag_candles candles of ...
+    lag_timeframe: str | None = None  # ... this timeframe late (lag = lag_candles * timeframe, in hours)
+    rho_on: float = 0.0  # "switching" coins: the mixing weight while the link is on (0 while off)
+    link_on: tuple[tuple[int, int], ...] = ()  # "switching" coins: (first hour, length) of each "on" run
 
 
 class _Hourly:
@@ -173,6 +190,36 @@ _TWIN_BASES = {spec[4] for spec in _SPECIAL.values() if spec[0] == "twin"}  # ke
 _COLLISION = (171, 69)  # the coin ranked 171 shares the ticker of the coin ranked 69
 _VERY_LATE = 150  # listed 20 days before SAMPLE_END (too little history for 1d)
 
+# Coins added for the lead-lag and stability analysis (issue 6). The ranks above (_SPECIAL, _NO_PAIR, ...)
+# are *base ranks*: positions among the 260 coins of the base roster, whose seeds, parameters and candles
+# do not change. The added coins get the next seeds (260, 261, ... in this order: append, never reorder)
+# and a market cap between two base coins (``below``: just under the base coin of that base rank), so
+# the final ranks (``Coin.market_cap_rank``) of the base coins below them move down.
+#   "lagged": r_i(t) = drift + vol * (rho * s(t - L) * z_btc(t - L) + sqrt(1 - rho^2) * s(t) * z_i(t)), with
+#             L = lag_candles * the timeframe's hours: the coin repeats BTC's return of L hours earlier.
+#   "switching": the mixing weight is rho_on while the link is on and 0 while it is off, in alternating
+#             runs of whole days drawn from [min_days, max_days].
+# Fields: kind, coin_id, symbol, name, below (base rank), extra; for "lagged" extra = (lag_candles,
+# timeframe, gaps as (first hour counted back from SAMPLE_END, length)); for "switching" extra =
+# (min_days, max_days).
+_LAG_RHO = 0.9
+_SWITCH_RHO = 0.95
+_ADDED = (
+    ("lagged", "sample-follower-1h-by-1", "F1H1", "Follower 1h by 1", 80, (1, "1h", ())),
+    ("lagged", "sample-follower-4h-by-1", "F4H1", "Follower 4h by 1", 86, (1, "4h", ())),
+    ("lagged", "sample-follower-1d-by-1", "F1D1", "Follower 1d by 1", 91, (1, "1d", ())),
+    ("switching", "sample-switch-alpha", "SWIA", "Switch Alpha", 84, (35, 63)),
+    ("lagged", "sample-follower-1h-by-3", "F1H3", "Follower 1h by 3", 186,
+     (3, "1h", ((2_000 + 5, 3), (1_200 + 17, 5)))),
+    ("lagged", "sample-follower-4h-by-3", "F4H3", "Follower 4h by 3", 188, (3, "4h", ((2_400, 8),))),
+    ("lagged", "sample-follower-1d-by-3", "F1D3", "Follower 1d by 3", 191, (3, "1d", ((96 * 24, 48),))),
+    ("switching", "sample-switch-bravo", "SWIB", "Switch Bravo", 183, (42, 70)),
+    ("lagged", "sample-follower-1h-by-6", "F1H6", "Follower 1h by 6", 215, (6, "1h", ())),
+    ("lagged", "sample-follower-4h-by-6", "F4H6", "Follower 4h by 6", 222, (6, "4h", ())),
+    ("lagged", "sample-follower-1d-by-6", "F1D6", "Follower 1d by 6", 234, (6, "1d", ())),
+    ("switching", "sample-switch-charlie", "SWIC", "Switch Charlie", 228, (56, 84)),
+)
+
 
 def _rng(stream: int, index: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([MASTER_SEED, stream, index])))
@@ -184,9 +231,9 @@ def _slug(text: str) -> str:
 
 def _market_caps(rng: np.random.Generator) -> np.ndarray:
     """Caps by rank: BTC, ETH, then a Zipf-like curve down to ~5e6 with a little jitter, strictly decreasing."""
-    ranks = np.arange(3, _N_COINS + 1, dtype=np.float64)
+    ranks = np.arange(3, _N_BASE + 1, dtype=np.float64)
     top, bottom = 2.6e11, 5.0e6
-    slope = math.log(top / bottom) / math.log(_N_COINS / 3)
+    slope = math.log(top / bottom) / math.log(_N_BASE / 3)
     curve = top * (ranks / 3) ** -slope * np.exp(rng.normal(0.0, 0.04, ranks.size))
     caps = np.concatenate([[1.8e12, 4.2e11], np.sort(curve)[::-1]])
     return np.round(caps, -3)
@@ -211,20 +258,20 @@ def _names(count: int) -> list[tuple[str, str, str]]:
 def _build_roster() -> tuple[list[_Profile], list[Market]]:
     rng = _rng(_STREAM_ROSTER, 0)
     caps = _market_caps(rng)
-    names = iter(_names(_N_COINS - len(_SPECIAL)))
+    names = iter(_names(_N_BASE - len(_SPECIAL)))
     # Parameters drawn once for every rank (unused for some kinds), so adding a kind never shifts the rest.
-    u_lag, u_noise, u_late, u_gap = (rng.random(_N_COINS + 1) for _ in range(4))
-    lags = rng.integers(2, 9, _N_COINS + 1)
-    late_days = rng.integers(60, 450, _N_COINS + 1)
-    drifts = rng.normal(-0.1, 0.5, _N_COINS + 1) / 8760.0
-    start_prices = 10 ** rng.uniform(-4.0, 2.5, _N_COINS + 1)
-    vol_jitter = rng.uniform(0.75, 1.3, _N_COINS + 1)
-    noise_amp = rng.uniform(1.0, 3.0, _N_COINS + 1)
-    turnover = rng.uniform(0.01, 0.12, _N_COINS + 1)
-    gap_rngs = [_rng(_STREAM_ROSTER, 1000 + r) for r in range(_N_COINS + 1)]
+    u_lag, u_noise, u_late, u_gap = (rng.random(_N_BASE + 1) for _ in range(4))
+    lags = rng.integers(2, 9, _N_BASE + 1)
+    late_days = rng.integers(60, 450, _N_BASE + 1)
+    drifts = rng.normal(-0.1, 0.5, _N_BASE + 1) / 8760.0
+    start_prices = 10 ** rng.uniform(-4.0, 2.5, _N_BASE + 1)
+    vol_jitter = rng.uniform(0.75, 1.3, _N_BASE + 1)
+    noise_amp = rng.uniform(1.0, 3.0, _N_BASE + 1)
+    turnover = rng.uniform(0.01, 0.12, _N_BASE + 1)
+    gap_rngs = [_rng(_STREAM_ROSTER, 1000 + r) for r in range(_N_BASE + 1)]
 
     profiles: list[_Profile] = []
-    for rank in range(1, _N_COINS + 1):
+    for rank in range(1, _N_BASE + 1):
         cap = float(caps[rank - 1])
         depth = math.log10(caps[0] / cap) / math.log10(caps[0] / caps[-1])  # 0 for BTC .. 1 for the smallest
         kind, coin_id, symbol, name, extra = _SPECIAL.get(rank, ("regular", None, None, None, None))
@@ -276,21 +323,61 @@ def _build_roster() -> tuple[list[_Profile], list[Market]]:
             coin=coin, kind=kind, rho=float(rho), vol=float(vol),
             drift=float(drifts[rank]) if kind == "regular" else 0.0,
             lag=lag, noise=noise, start_price=start_price, listed=listed, gaps=gaps, twin_of=twin_of,
-            turnover=float(turnover[rank]),
+            turnover=float(turnover[rank]), seed=rank - 1,
         ))
 
+    profiles = _insert_added(profiles, caps)
     markets: list[Market] = []
     seen: set[str] = set()
     for p in profiles:
-        rank, sym = p.coin.market_cap_rank, p.coin.symbol
-        if rank in _NO_PAIR or sym in seen:
+        base_rank, sym = p.seed + 1, p.coin.symbol  # added coins (seed >= 260) trade against USDC and USDT
+        if base_rank in _NO_PAIR or sym in seen:
             continue
         seen.add(sym)
-        if rank not in _USDT_ONLY:
-            markets.append(Market(f"{sym}/USDC", sym, "USDC", active=rank not in _USDC_BREAK))
-        if rank not in _NO_USDT:
+        if base_rank not in _USDT_ONLY:
+            markets.append(Market(f"{sym}/USDC", sym, "USDC", active=base_rank not in _USDC_BREAK))
+        if base_rank not in _NO_USDT:
             markets.append(Market(f"{sym}/USDT", sym, "USDT", active=True))
     return profiles, markets
+
+
+def _insert_added(base: list[_Profile], caps: np.ndarray) -> list[_Profile]:
+    """The base roster with the coins of ``_ADDED`` inserted by market cap; final ranks 1..n."""
+    added: list[_Profile] = []
+    depth_of = lambda cap: math.log10(caps[0] / cap) / math.log10(caps[0] / caps[-1])  # noqa: E731
+    for j, (kind, coin_id, symbol, name, below, extra) in enumerate(_ADDED):
+        seed = _N_BASE + j
+        rng = _rng(_STREAM_ADDED, seed)
+        cap = float(np.round(math.sqrt(caps[below - 1] * caps[below]), -3))  # between the two base coins
+        vol = (0.0075 + 0.0095 * depth_of(cap)) * float(rng.uniform(0.75, 1.3))
+        drift = float(rng.normal(-0.1, 0.5)) / 8760.0
+        start_price = float(10 ** rng.uniform(-4.0, 2.5))
+        turnover = float(rng.uniform(0.01, 0.12))
+        fields = dict(coin=Coin(coin_id, symbol, name, cap, None), kind=kind, vol=vol, drift=drift, noise=0.0,
+                      start_price=start_price, listed=0, twin_of=None, turnover=turnover, seed=seed)
+        if kind == "lagged":
+            lag_candles, timeframe, gaps = extra
+            lag = lag_candles * TIMEFRAMES[timeframe] // _HOUR
+            added.append(_Profile(rho=_LAG_RHO, lag=lag, lag_candles=lag_candles, lag_timeframe=timeframe,
+                                  gaps=tuple((_N_HOURS - back, length) for back, length in gaps), **fields))
+        else:  # switching: alternating on/off runs of whole days, starting with a random state
+            low, high = extra
+            on, runs, day = bool(rng.random() < 0.5), [], 0
+            while day < _N_HOURS // 24:
+                length = int(rng.integers(low, high + 1))
+                if on:
+                    runs.append((day * 24, min(length * 24, _N_HOURS - day * 24)))
+                on, day = not on, day + length
+            share = sum(length for _, length in runs) / _N_HOURS
+            added.append(_Profile(rho=_SWITCH_RHO * share, lag=0, gaps=(), rho_on=_SWITCH_RHO,
+                                  link_on=tuple(runs), **fields))
+    merged = sorted(base + added, key=lambda p: -p.coin.market_cap)  # caps are distinct
+    position = {p.seed: i for i, p in enumerate(merged)}
+    out = []
+    for i, p in enumerate(merged):
+        twin_of = None if p.twin_of is None else position[base[p.twin_of].seed]
+        out.append(dataclasses.replace(p, coin=dataclasses.replace(p.coin, market_cap_rank=i + 1), twin_of=twin_of))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- paths
@@ -317,7 +404,7 @@ class _Generator:
     def log_close(self, index: int) -> tuple[np.ndarray, np.ndarray, float]:
         """Log close of every hour of the span, the per-hour volatility, and the log open of hour 0."""
         p = self.profiles[index]
-        rng = _rng(_STREAM_PATH, index)
+        rng = _rng(_STREAM_PATH, p.seed)
         if p.kind == "flat":
             return np.zeros(_N_HOURS), np.zeros(_N_HOURS), 0.0
         if p.kind == "stable":
@@ -332,6 +419,20 @@ class _Generator:
         if p.kind == "benchmark":
             r = sigma * self.z_btc
             r += (math.log(_BTC_END / _BTC_START) - r.sum()) / _N_HOURS  # end at _BTC_END (a Brownian bridge)
+        elif p.kind == "lagged":
+            # BTC's whole shock of lag hours earlier, its volatility included: the coin's returns on the
+            # lag timeframe are BTC's returns lag_candles candles earlier, mixed with its own news.
+            own = rng.standard_normal(_N_HOURS)
+            follow = np.empty(_N_HOURS)
+            follow[p.lag:] = self.z_btc[: _N_HOURS - p.lag] * self.regime[: _N_HOURS - p.lag]
+            follow[: p.lag] = rng.standard_normal(p.lag) * self.regime[: p.lag]
+            r = p.drift + p.vol * (p.rho * follow + math.sqrt(1.0 - p.rho**2) * self.regime * own)
+        elif p.kind == "switching":
+            own = rng.standard_normal(_N_HOURS)
+            rho = np.zeros(_N_HOURS)
+            for first, length in p.link_on:
+                rho[first: first + length] = p.rho_on
+            r = p.drift + sigma * (rho * self.z_btc + np.sqrt(1.0 - rho**2) * own)
         else:
             own = rng.standard_normal(_N_HOURS)
             follow = np.empty(_N_HOURS)
@@ -347,7 +448,7 @@ class _Generator:
     def hourly(self, index: int) -> _Hourly:
         p = self.profiles[index]
         log_c, sigma, log_o0 = self.log_close(index)
-        rng = _rng(_STREAM_PATH, 100_000 + index)  # candles' shape: wicks and volume
+        rng = _rng(_STREAM_PATH, 100_000 + p.seed)  # candles' shape: wicks and volume
         close = np.exp(log_c)
         open_ = np.empty(_N_HOURS)
         open_[0] = math.exp(log_o0)
@@ -381,7 +482,7 @@ class SampleSource(MarketSource):
     """The synthetic market (see the module docstring). Safe to call from several threads.
 
     ``cache_size`` bounds how many coins' hourly histories are kept (least recently used first out).
-    One coin takes ~0.9 MB, so the default (256: every coin with a pair) holds at most ~230 MB; a smaller
+    One coin takes ~0.9 MB, so the default (272: every coin; 266 have a pair) holds at most ~240 MB; a smaller
     cache trades memory for time (a coin not in the cache is regenerated in ~3 ms).
     """
 
@@ -389,7 +490,7 @@ class SampleSource(MarketSource):
     exchange = "sample"
     synthetic = True
 
-    def __init__(self, *, cache_size: int = 256):
+    def __init__(self, *, cache_size: int = 272):
         self._profiles, self._markets = _build_roster()
         self._coins = [p.coin for p in self._profiles]
         first_by_symbol: dict[str, int] = {}
@@ -446,9 +547,12 @@ class SampleSource(MarketSource):
     def profiles(self) -> pd.DataFrame:
         """How each coin is generated, indexed by coin_id, in rank order (for docs, tests and curiosity).
 
-        Columns: symbol, name, market_cap, rank, kind (benchmark/regular/stable/flat/twin), rho (the mixing
-        weight with BTC's shocks), vol (hourly), lag_hours, noise, listed (first candle's open time),
-        gaps (number of missing runs), twin_of (coin_id), pairs (its markets, ``!`` marking inactive ones).
+        Columns: symbol, name, market_cap, rank, kind (benchmark/regular/stable/flat/twin/lagged/switching),
+        rho (the mixing weight with BTC's shocks; for a switching coin its average over the span),
+        vol (hourly), lag_hours, noise, listed (first candle's open time), gaps (number of missing runs),
+        twin_of (coin_id), pairs (its markets, ``!`` marking inactive ones), lag_candles and lag_timeframe
+        (the built-in lead-lag of the "lagged" coins: they follow BTC by ``lag_candles`` candles of
+        ``lag_timeframe``; ``<NA>``/None for every other coin, the older 2-8 hour followers included).
         """
         pairs: dict[int, list[str]] = {}
         for m in self._markets:
@@ -463,8 +567,24 @@ class SampleSource(MarketSource):
                 "gaps": len(p.gaps),
                 "twin_of": None if p.twin_of is None else self._profiles[p.twin_of].coin.coin_id,
                 "pairs": ",".join(pairs.get(i, [])),
+                "lag_candles": p.lag_candles, "lag_timeframe": p.lag_timeframe,
             })
-        return pd.DataFrame(rows).set_index("coin_id")
+        frame = pd.DataFrame(rows).set_index("coin_id")
+        frame["lag_candles"] = frame["lag_candles"].astype("Int64")
+        return frame
+
+    def link_regimes(self, coin_id: str) -> pd.DataFrame:
+        """The on/off schedule of a "switching" coin's link to BTC: one row per run, columns ``start``,
+        ``end`` (open time of the run's first hour, and the end, exclusive) and ``linked`` (True: mixing
+        weight ``rho_on`` = 0.95 with BTC's shocks; False: 0). ``ValueError`` for any other coin."""
+        p = next((p for p in self._profiles if p.coin.coin_id == coin_id), None)
+        if p is None or p.kind != "switching":
+            raise ValueError(f"{coin_id!r} is not a switching coin of the sample market")
+        edges = sorted({0, _N_HOURS, *(f for f, _ in p.link_on), *(f + n for f, n in p.link_on)})
+        on_starts = {f for f, _ in p.link_on}
+        to_time = lambda h: pd.Timestamp(SAMPLE_START_MS + h * _HOUR, unit="ms", tz="UTC")  # noqa: E731
+        rows = [{"start": to_time(a), "end": to_time(b), "linked": a in on_starts} for a, b in zip(edges, edges[1:])]
+        return pd.DataFrame(rows, columns=["start", "end", "linked"])
 
     def clear_cache(self) -> None:
         with self._lock:
