@@ -15,6 +15,7 @@ import logging
 from cryptorsi import indicators
 from cryptorsi.config import AnalysisConfig
 from cryptorsi.errors import ConfigError, CryptoRSIError, DatabaseError, RunFailed, RunInterrupted, SourceError
+from cryptorsi.notebook import ui
 from cryptorsi.result import AnalysisResult
 from cryptorsi.runner import Runner, run_analysis, stop_all
 from cryptorsi.storage.store import Store
@@ -33,6 +34,7 @@ __all__ = [
     "indicators",
     "run_analysis",
     "stop_all",
+    "ui",
 ]
 
 __version__ = "0.1.0"
