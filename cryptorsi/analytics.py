@@ -250,9 +250,10 @@ def low_cap_flags(market_caps, threshold: float | None) -> np.ndarray:
         return np.isfinite(caps) & (caps > 0) & (caps <= threshold)
 
 
-def select(correlations: pd.DataFrame, threshold: float) -> pd.DataFrame:
+def select(correlations: pd.DataFrame, threshold: float, min_stability: float | None = None) -> pd.DataFrame:
     """The low-cap coins whose RSI correlation with the benchmark is at least ``threshold`` in
-    absolute value, best first.
+    absolute value, best first; with ``min_stability``, only those whose rolling correlation reached
+    the threshold in at least that share of its windows (column ``stability``).
 
     ``correlations`` has the columns of :data:`SELECT_COLUMNS` (coin_id, symbol, timeframe,
     correlation, n_points, market_cap, low_cap); the rows with ``low_cap`` True and
@@ -270,6 +271,11 @@ def select(correlations: pd.DataFrame, threshold: float) -> pd.DataFrame:
     corr = pd.to_numeric(correlations["correlation"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     with np.errstate(invalid="ignore"):
         keep = low_cap & (np.abs(corr) >= threshold)
+        if min_stability is not None:
+            if "stability" not in correlations.columns:
+                raise ValueError("correlations lacks column stability (needed by min_stability)")
+            stable = pd.to_numeric(correlations["stability"], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+            keep &= stable >= min_stability
     chosen = correlations.loc[keep]
     chosen = chosen.sort_values("correlation", ascending=False, kind="stable")
     return chosen.reset_index(drop=True)

@@ -35,6 +35,9 @@ OPTION_OF_FIELD = {
     "coingecko_url": "--coingecko-url",
     "coingecko_api_key": "--coingecko-api-key",
     "min_overlap": "--min-overlap",
+    "max_lag": "--max-lag",
+    "rolling_window": "--rolling-window",
+    "min_stability": "--min-stability",
 }
 QUERIES = ("sessions", "correlations", "selected", "failures", "coins", "prices", "rsi")
 
@@ -80,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
                      help="keep stablecoins and wrapped tokens")
     run.add_argument("--min-overlap", dest="min_overlap", default="30",
                      help="fewest common candles for a correlation (default 30)")
+    run.add_argument("--max-lag", dest="max_lag", default="12",
+                     help="lead-lag: try lags -N..+N candles (default 12)")
+    run.add_argument("--rolling-window", dest="rolling_window", default=None,
+                     help="rolling correlation window in candles (default: 30 days of each timeframe)")
+    run.add_argument("--min-stability", dest="min_stability", default=None,
+                     help="select only coins whose rolling correlation reached the threshold in this share "
+                          "of windows, 0-1 (default: off)")
     run.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                      help="no progress bars")
     run.add_argument("--agents", dest="local_agents", default="fetcher,rsi",

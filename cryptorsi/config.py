@@ -62,6 +62,12 @@ class AnalysisConfig:
     include_stablecoins: bool = False
     #: fewest common timestamps for a correlation; below it the coin fails with "insufficient overlap"
     min_overlap: int = 30
+    #: lead-lag: lags from -max_lag to +max_lag candles are tried (positive: the coin follows BTC)
+    max_lag: int = 12
+    #: rolling correlation window in common candles (None: 30 days of candles of each timeframe)
+    rolling_window: int | None = None
+    #: selection filter on the share of rolling windows with |correlation| >= threshold (None: off)
+    min_stability: float | None = None
 
     def __post_init__(self) -> None:
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen dataclass
@@ -92,6 +98,11 @@ class AnalysisConfig:
         if not isinstance(self.include_stablecoins, bool):
             raise ConfigError("include_stablecoins", f"must be True or False, got {self.include_stablecoins!r}")
         put("min_overlap", _whole("min_overlap", self.min_overlap, low=2, high=10_000_000))
+        put("max_lag", _whole("max_lag", self.max_lag, low=0, high=1000))
+        if self.rolling_window is not None:
+            put("rolling_window", _whole("rolling_window", self.rolling_window, low=2, high=10_000_000))
+        if self.min_stability is not None:
+            put("min_stability", _number("min_stability", self.min_stability, low=0, high=1))
 
     # ------------------------------------------------------------------ helpers
     def replace(self, **changes: Any) -> "AnalysisConfig":

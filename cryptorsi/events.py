@@ -141,10 +141,15 @@ class RSICalculated(Event):
 
 @dataclass(frozen=True)
 class CorrelationAnalyzed(Event):
+    """A coin's correlation with the benchmark; ``metrics`` holds the lead-lag, stability and significance
+    columns (``best_lag``, ``best_lag_correlation``, ``stability``, ``n_eff``, ``p_value``, ``ci_low``,
+    ``ci_high``, ``return_correlation``; None where undefined)."""
+
     listing: Listing
     timeframe: str
     correlation: float
     n_points: int
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,10 @@ from cryptorsi.tables import correlation_table, failure_table
 __all__ = ["AnalysisResult", "RETUNABLE"]
 
 #: parameters ``retune`` may change (the others would need new data)
-RETUNABLE = ("rsi_period", "rsi_method", "correlation_threshold", "low_cap_percentile", "min_overlap", "timeframes")
+RETUNABLE = ("rsi_period", "rsi_method", "correlation_threshold", "low_cap_percentile", "min_overlap", "timeframes",
+             "max_lag", "rolling_window", "min_stability")
+#: parameters whose change needs the RSI and correlations computed again (the others only re-select)
+_RECOMPUTE = ("rsi_period", "rsi_method", "min_overlap", "max_lag", "rolling_window", "correlation_threshold")
 
 
 class AnalysisResult:
@@ -71,7 +74,7 @@ class AnalysisResult:
         """Low-cap coins with ``|correlation| >= correlation_threshold``, by correlation, descending."""
         from cryptorsi.analytics import select
 
-        return select(self.correlations, self.config.correlation_threshold)
+        return select(self.correlations, self.config.correlation_threshold, self.config.min_stability)
 
     def rsi(self, symbol: str, timeframe: str) -> pd.Series:
         """The coin's RSI on ``timeframe``, indexed by UTC candle open time."""
@@ -82,6 +85,24 @@ class AnalysisResult:
                 raise KeyError(f"{symbol.upper()} has no {timeframe} RSI in this result")
             return frame[coin_id].dropna().rename("rsi")
         return self._store().rsi(symbol, timeframe, session_id=self.session_id)
+
+    def lag_profile(self, symbol: str, timeframe: str) -> pd.Series:
+        """Correlation of the coin's RSI at t with BTC's at t - k candles, indexed by lag k (+k: the coin follows).
+
+        >>> result.lag_profile("ETH", "1h").idxmax()   # doctest: +SKIP
+        """
+        from cryptorsi.leadlag import lag_profile
+        from cryptorsi.market import timeframe_ms
+
+        coin, bench = self.rsi(symbol, timeframe), self.rsi(self.config.benchmark, timeframe)
+        return lag_profile(coin, bench, timeframe_ms(timeframe), self.config.max_lag, self.config.min_overlap)
+
+    def rolling_correlation(self, symbol: str, timeframe: str) -> pd.Series:
+        """Pearson of the coin's and BTC's RSI over a trailing window of common candles, indexed by time."""
+        from cryptorsi.leadlag import default_rolling_window, rolling_correlation
+
+        window = self.config.rolling_window or default_rolling_window(timeframe)
+        return rolling_correlation(self.rsi(symbol, timeframe), self.rsi(self.config.benchmark, timeframe), window)
 
     def prices(self, symbol: str, timeframe: str) -> pd.DataFrame:
         """The coin's candles (open, high, low, close, volume) over the analysis window."""
@@ -103,8 +124,7 @@ class AnalysisResult:
         missing = [tf for tf in config.timeframes if tf not in self.windows]
         if missing:
             raise ValueError(f"timeframes: {missing[0]} was not analysed in session {self.session_id}")
-        if (config.rsi_period, config.rsi_method, config.min_overlap) == (
-                self.config.rsi_period, self.config.rsi_method, self.config.min_overlap):
+        if all(getattr(config, name) == getattr(self.config, name) for name in _RECOMPUTE):
             keep = self.correlations["timeframe"].isin(config.timeframes)
             table, threshold = correlation_table(self.correlations[keep].drop(columns="low_cap").to_dict("records"),
                                                  self.universe["market_cap"].tolist(), config.low_cap_percentile,
@@ -115,7 +135,7 @@ class AnalysisResult:
 
     # ------------------------------------------------------------------ internals
     def _recompute(self, config: AnalysisConfig) -> "AnalysisResult":
-        from cryptorsi.analytics import correlate_frame
+        from cryptorsi.agents.analysis_job import analyze_timeframe
         from cryptorsi.indicators import rsi
 
         coins = self.universe.set_index("coin_id")
@@ -126,19 +146,25 @@ class AnalysisResult:
         for timeframe in config.timeframes:
             closes = self._closes_for(timeframe)
             frame = rsi(closes, period=config.rsi_period, method=config.rsi_method)
-            rsi_frames[timeframe] = frame
-            bench = frame[benchmark].dropna() if benchmark in frame else pd.Series(dtype="float64")
-            stats = correlate_frame(frame, bench, config.min_overlap)
+            has_rsi = frame.notna().any()
+            rsi_frames[timeframe] = frame = frame.loc[:, has_rsi]
+            for coin_id in has_rsi.index[~has_rsi]:
+                failures.append({"coin_id": coin_id, "symbol": coins.loc[coin_id, "symbol"], "timeframe": timeframe,
+                                 "stage": "rsi", "reason": f"too few candles for RSI({config.rsi_period})"})
+            if benchmark not in frame:
+                reason = f"benchmark {config.benchmark} has no {timeframe} RSI"
+                failures += [{"coin_id": c, "symbol": coins.loc[c, "symbol"], "timeframe": timeframe,
+                              "stage": "correlation", "reason": reason} for c in frame.columns]
+                continue
+            stats = analyze_timeframe(frame, closes, benchmark, timeframe, min_overlap=config.min_overlap,
+                                      max_lag=config.max_lag, rolling_window=config.rolling_window,
+                                      threshold=config.correlation_threshold)
             for coin_id, stat in stats.iterrows():
-                coin = coins.loc[coin_id]
-                base = {"coin_id": coin_id, "symbol": coin["symbol"], "timeframe": timeframe}
-                if frame[coin_id].count() == 0:
-                    failures.append(base | {"stage": "rsi", "reason": f"too few candles for RSI({config.rsi_period})"})
-                elif stat["reason"] is not None and isinstance(stat["reason"], str):
+                base = {"coin_id": coin_id, "symbol": coins.loc[coin_id, "symbol"], "timeframe": timeframe}
+                if isinstance(stat["reason"], str):
                     failures.append(base | {"stage": "correlation", "reason": stat["reason"]})
                 else:
-                    rows.append(base | {"correlation": float(stat["correlation"]), "n_points": int(stat["n_points"]),
-                                        "market_cap": coin["market_cap"]})
+                    rows.append(base | stat.drop("reason").to_dict() | {"market_cap": coins.loc[coin_id, "market_cap"]})
         table, threshold = correlation_table(rows, coins["market_cap"].tolist(), config.low_cap_percentile,
                                              config.timeframes)
         all_failures = failure_table(fetch_failures.to_dict("records") + failures)

@@ -8,28 +8,37 @@ import pandas as pd
 
 from cryptorsi.analytics import low_cap_threshold
 
-__all__ = ["CORRELATION_COLUMNS", "FAILURE_COLUMNS", "correlation_table", "failure_table"]
+__all__ = ["CORRELATION_COLUMNS", "FAILURE_COLUMNS", "METRIC_COLUMNS", "correlation_table", "failure_table"]
 
-CORRELATION_COLUMNS = ("coin_id", "symbol", "timeframe", "correlation", "n_points", "market_cap", "low_cap")
+#: lead-lag, stability and significance of each correlation (see cryptorsi.leadlag)
+METRIC_COLUMNS = ("best_lag", "best_lag_correlation", "stability", "n_eff", "p_value", "ci_low", "ci_high",
+                  "return_correlation")
+CORRELATION_COLUMNS = ("coin_id", "symbol", "timeframe", "correlation", "n_points", "market_cap", "low_cap",
+                       *METRIC_COLUMNS)
 FAILURE_COLUMNS = ("coin_id", "symbol", "timeframe", "stage", "reason")
 
 
 def correlation_table(rows: Iterable[Mapping], universe_caps: Iterable[float | None], low_cap_percentile: float,
                       timeframes: Iterable[str] = ()) -> tuple[pd.DataFrame, float | None]:
-    """Correlation rows (coin_id, symbol, timeframe, correlation, n_points, market_cap) with ``low_cap`` added.
+    """Correlation rows (coin_id, symbol, timeframe, correlation, n_points, market_cap and the
+    :data:`METRIC_COLUMNS`, None where missing) with ``low_cap`` added.
 
     ``low_cap`` compares each market cap with the ``low_cap_percentile`` of ``universe_caps`` (the caps
     of every coin analysed in the run). Rows are ordered by timeframe (in ``timeframes`` order), then
     correlation, descending. Returns the table and the low-cap threshold.
     """
     threshold = low_cap_threshold(universe_caps, low_cap_percentile)
-    frame = pd.DataFrame(list(rows), columns=list(CORRELATION_COLUMNS[:-1]))
+    frame = pd.DataFrame(list(rows), columns=[c for c in CORRELATION_COLUMNS if c != "low_cap"])
     caps = pd.to_numeric(frame["market_cap"], errors="coerce").astype("float64")
     frame["market_cap"] = caps
     frame["correlation"] = frame["correlation"].astype("float64")
     frame["n_points"] = frame["n_points"].astype("int64")
     frame["low_cap"] = (caps > 0) & (caps <= threshold) if threshold is not None else False
     frame["low_cap"] = frame["low_cap"].astype(bool)
+    frame["best_lag"] = pd.array(pd.to_numeric(frame["best_lag"]), dtype="Int64")
+    for name in METRIC_COLUMNS[1:]:
+        frame[name] = pd.to_numeric(frame[name]).astype("float64")
+    frame = frame[list(CORRELATION_COLUMNS)]
     order = {tf: i for i, tf in enumerate(timeframes)}
     frame["_tf"] = frame["timeframe"].map(lambda tf: order.get(tf, len(order))).astype("int64")
     frame = frame.sort_values(["_tf", "correlation", "symbol"], ascending=[True, False, True], kind="stable")

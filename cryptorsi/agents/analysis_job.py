@@ -1,20 +1,25 @@
 """``AnalysisJob``: the state of one timeframe's analysis — which coins are still outstanding.
 
-Pure bookkeeping (no threads, no bus): the ``CryptoAnalyzer`` feeds it RSI series and failures and
-publishes the outcomes it returns. Coin RSIs that arrive before the benchmark's wait for it; if the
-benchmark fails, every coin of the timeframe fails with that reason, so the job always finishes.
+Pure bookkeeping plus one vectorised computation (no threads, no bus): the ``CryptoAnalyzer`` feeds
+it each coin's closes and RSI, or its failure. When the last coin of the timeframe is in, the job
+computes every coin's correlation with the benchmark, lead-lag, rolling stability and significance
+in one pass (:func:`analyze_timeframe`) and returns the outcomes. If the benchmark fails, every coin
+of the timeframe fails with that reason, so the job always finishes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from cryptorsi.analytics import correlate
-from cryptorsi.market import Listing
+from cryptorsi.market import Listing, timeframe_ms
+from cryptorsi.tables import METRIC_COLUMNS
 
-__all__ = ["AnalysisJob", "Outcome"]
+__all__ = ["AnalysisJob", "Outcome", "analyze_timeframe", "METRIC_COLUMNS"]
+
 
 
 @dataclass(frozen=True)
@@ -26,66 +31,112 @@ class Outcome:
     n_points: int = 0
     stage: str | None = None
     reason: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def analyze_timeframe(rsi: pd.DataFrame, close: pd.DataFrame, benchmark: str, timeframe: str, *, min_overlap: int,
+                      max_lag: int, rolling_window: int | None, threshold: float) -> pd.DataFrame:
+    """Correlation with the benchmark column and the lead-lag metrics of every column of ``rsi``.
+
+    Returns one row per coin: ``correlation``, ``n_points``, ``reason`` (None, or why there is no
+    correlation) and :data:`METRIC_COLUMNS`. Shared by the agents and ``AnalysisResult.retune``.
+    """
+    from cryptorsi.analytics import correlate_frame
+    from cryptorsi.leadlag import analyze_many
+
+    bench = rsi[benchmark].dropna()
+    table = correlate_frame(rsi, bench, min_overlap)
+    with_returns = benchmark in close  # without the benchmark's closes there is no return correlation
+    metrics = analyze_many(rsi, bench, timeframe_ms(timeframe), max_lag=max_lag, rolling_window=rolling_window,
+                           threshold=threshold, min_overlap=min_overlap, close=close if with_returns else None,
+                           benchmark_close=close[benchmark].dropna() if with_returns else None)
+    return table.join(metrics[list(METRIC_COLUMNS)])
 
 
 class AnalysisJob:
-    def __init__(self, timeframe: str, listings: tuple[Listing, ...], benchmark: Listing, min_overlap: int):
+    def __init__(self, timeframe: str, listings: tuple[Listing, ...], benchmark: Listing, *, min_overlap: int,
+                 max_lag: int = 12, rolling_window: int | None = None, threshold: float = 0.7):
         self.timeframe = timeframe
         self.benchmark = benchmark
-        self.min_overlap = min_overlap
+        self.params = dict(min_overlap=min_overlap, max_lag=max_lag, rolling_window=rolling_window,
+                           threshold=threshold)
         self.total = len(listings)
-        self._outstanding = {listing.coin_id for listing in listings}
-        self._waiting: dict[str, tuple[Listing, pd.Series]] = {}
-        self._benchmark_rsi: pd.Series | None = None
+        self._listings = {listing.coin_id: listing for listing in listings}
+        self._outstanding = set(self._listings)
+        self._rsi: dict[str, pd.Series] = {}
+        self._close: dict[str, pd.Series] = {}
         self._benchmark_failure: str | None = None
         self.outcomes: list[Outcome] = []
 
     @property
     def done(self) -> bool:
-        return not self._outstanding
+        return not self._outstanding and not self._rsi
 
     @property
     def finished(self) -> int:
+        """Coins whose RSI is in or that failed (what progress counts)."""
         return self.total - len(self._outstanding)
 
     @property
     def failed(self) -> int:
         return sum(1 for o in self.outcomes if o.stage is not None)
 
+    def prices_ready(self, listing: Listing, close: pd.Series) -> None:
+        """A coin's closes arrived (kept for the return correlation)."""
+        if listing.coin_id in self._outstanding:
+            self._close[listing.coin_id] = close
+
     def rsi_ready(self, listing: Listing, rsi: pd.Series) -> list[Outcome]:
-        """A coin's RSI arrived: correlate it now, or once the benchmark's RSI is known."""
+        """A coin's RSI arrived; when it is the last one, every outcome of the timeframe is returned."""
         if listing.coin_id not in self._outstanding:
-            return []  # a duplicate delivery
-        if listing.coin_id == self.benchmark.coin_id:
-            self._benchmark_rsi = rsi
-            waiting, self._waiting = list(self._waiting.values()), {}
-            return [self._correlate(listing, rsi)] + [self._correlate(l, s) for l, s in waiting]
-        if self._benchmark_rsi is None:
-            if self._benchmark_failure is not None:
-                return [self._finish(Outcome(listing, stage="correlation", reason=self._benchmark_failure))]
-            self._waiting[listing.coin_id] = (listing, rsi)
-            return []
-        return [self._correlate(listing, rsi)]
+            return []  # a duplicate delivery, or a coin already failed
+        self._outstanding.discard(listing.coin_id)
+        if self._benchmark_failure is not None:
+            return [self._finish(Outcome(listing, stage="correlation", reason=self._benchmark_failure))]
+        self._rsi[listing.coin_id] = rsi
+        return self._analyze() if not self._outstanding else []
 
     def failed_at(self, listing: Listing, stage: str, reason: str) -> list[Outcome]:
-        """A coin failed upstream (fetch or RSI). If it is the benchmark, the waiting coins fail too."""
+        """A coin failed upstream (fetch or RSI). If it is the benchmark, every other coin fails too."""
         if listing.coin_id not in self._outstanding:
             return []
+        self._outstanding.discard(listing.coin_id)
         out = [self._finish(Outcome(listing, stage=stage, reason=reason))]
         if listing.coin_id == self.benchmark.coin_id:
             self._benchmark_failure = f"benchmark {listing.symbol} has no {self.timeframe} RSI ({reason})"
-            waiting, self._waiting = list(self._waiting.values()), {}
-            out += [self._finish(Outcome(l, stage="correlation", reason=self._benchmark_failure)) for l, _ in waiting]
+            waiting, self._rsi = list(self._rsi), {}
+            out += [self._finish(Outcome(self._listings[c], stage="correlation", reason=self._benchmark_failure))
+                    for c in waiting]
+        elif not self._outstanding and self._rsi:
+            out += self._analyze()
         return out
 
-    def _correlate(self, listing: Listing, rsi: pd.Series) -> Outcome:
-        try:
-            correlation, n_points = correlate(rsi, self._benchmark_rsi, self.min_overlap)
-        except ValueError as exc:  # insufficient overlap, constant RSI
-            return self._finish(Outcome(listing, stage="correlation", reason=str(exc)))
-        return self._finish(Outcome(listing, correlation=correlation, n_points=n_points))
+    def _analyze(self) -> list[Outcome]:
+        rsi, self._rsi = self._rsi, {}
+        close = pd.DataFrame({c: self._close[c] for c in rsi if c in self._close})
+        table = analyze_timeframe(pd.DataFrame(rsi), close, self.benchmark.coin_id, self.timeframe, **self.params)
+        out = []
+        for coin_id, row in table.iterrows():
+            listing = self._listings[coin_id]
+            if isinstance(row["reason"], str):
+                out.append(self._finish(Outcome(listing, stage="correlation", reason=row["reason"])))
+            else:
+                metrics = {name: _plain(row[name]) for name in METRIC_COLUMNS}
+                out.append(self._finish(Outcome(listing, float(row["correlation"]), int(row["n_points"]),
+                                                metrics=metrics)))
+        return out
 
     def _finish(self, outcome: Outcome) -> Outcome:
-        self._outstanding.discard(outcome.listing.coin_id)
         self.outcomes.append(outcome)
         return outcome
+
+
+def _plain(value):
+    """A numpy/pandas scalar as a plain Python value (None for missing), for events and SQLite."""
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return None if np.isnan(value) else float(value)
+    return value

@@ -53,6 +53,7 @@ class CryptoAnalyzer(QueueWorkerThread):
         # (coin_id, timeframe) pairs whose candles / RSI arrived: what the database must have saved
         self._priced: set[tuple[str, str]] = set()
         self._rsi_seen: set[tuple[str, str]] = set()
+        self._reported: dict[str, int] = {}  # the progress last published per timeframe
 
     def subscribe(self) -> None:
         self.serve(TopCoinsFetched, self._plan)
@@ -78,7 +79,10 @@ class CryptoAnalyzer(QueueWorkerThread):
         benchmark = next(l for l in event.listings if l.symbol == self.config.benchmark)
         ordered = (benchmark,) + tuple(l for l in event.listings if l is not benchmark)
         for timeframe in self.config.timeframes:
-            self.jobs[timeframe] = AnalysisJob(timeframe, ordered, benchmark, self.config.min_overlap)
+            self.jobs[timeframe] = AnalysisJob(timeframe, ordered, benchmark, min_overlap=self.config.min_overlap,
+                                               max_lag=self.config.max_lag,
+                                               rolling_window=self.config.rolling_window,
+                                               threshold=self.config.correlation_threshold)
             self._progress(self.jobs[timeframe])
         for listing in ordered:
             for timeframe in self.config.timeframes:
@@ -90,6 +94,9 @@ class CryptoAnalyzer(QueueWorkerThread):
         if key in self._priced:
             return  # a redelivered event (at-least-once buses)
         self._priced.add(key)
+        job = self.jobs.get(event.timeframe)
+        if job is not None:
+            job.prices_ready(event.listing, event.candles["close"])
         self.publish(CalculateRSIRequested(self.session_id, event.listing, event.timeframe, event.candles["close"],
                                            self.config.rsi_period, self.config.rsi_method))
 
@@ -112,11 +119,12 @@ class CryptoAnalyzer(QueueWorkerThread):
         for outcome in outcomes:
             if outcome.stage is None:
                 self.publish(CorrelationAnalyzed(self.session_id, outcome.listing, job.timeframe,
-                                                 outcome.correlation, outcome.n_points))
+                                                 outcome.correlation, outcome.n_points, outcome.metrics))
             elif upstream is None or outcome.listing != upstream.listing:
                 self.publish(CoinProcessingFailed(self.session_id, outcome.listing, job.timeframe, outcome.stage,
                                                   outcome.reason))
-        if outcomes:
+        if job.finished != self._reported.get(job.timeframe):
+            self._reported[job.timeframe] = job.finished
             self._progress(job)
         if not self._finished and self.jobs and all(j.done for j in self.jobs.values()):
             self._finished = True
@@ -132,7 +140,7 @@ class CryptoAnalyzer(QueueWorkerThread):
                 base = {"coin_id": o.listing.coin_id, "symbol": o.listing.symbol, "timeframe": job.timeframe}
                 if o.stage is None:
                     rows.append(base | {"correlation": o.correlation, "n_points": o.n_points,
-                                        "market_cap": o.listing.coin.market_cap})
+                                        "market_cap": o.listing.coin.market_cap} | o.metrics)
                 else:
                     failures.append(base | {"stage": o.stage, "reason": o.reason})
         caps = [listing.coin.market_cap for listing in self._listings]

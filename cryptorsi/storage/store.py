@@ -196,6 +196,28 @@ class Store:
         series.attrs.update(period=int(period), method=method)
         return series
 
+    def lag_profile(self, symbol: str, timeframe: str, session_id: str | None = None) -> pd.Series:
+        """Correlation of the coin's stored RSI at t with the benchmark's at t - k candles, indexed by lag k
+        (-max_lag..+max_lag of the session; +k: the coin follows the benchmark)."""
+        from cryptorsi.leadlag import lag_profile
+
+        config, coin, bench = self._with_benchmark(symbol, timeframe, session_id)
+        return lag_profile(coin, bench, timeframe_ms(timeframe), config.max_lag, config.min_overlap)
+
+    def rolling_correlation(self, symbol: str, timeframe: str, session_id: str | None = None) -> pd.Series:
+        """Pearson of the coin's and the benchmark's stored RSI over the session's trailing window of
+        common candles, indexed by the window's last open time."""
+        from cryptorsi.leadlag import default_rolling_window, rolling_correlation
+
+        config, coin, bench = self._with_benchmark(symbol, timeframe, session_id)
+        return rolling_correlation(coin, bench, config.rolling_window or default_rolling_window(timeframe))
+
+    def _with_benchmark(self, symbol: str, timeframe: str, session_id: str | None):
+        with self._read() as conn:
+            sid, stored = self._session(conn, session_id)
+        config = AnalysisConfig.from_dict({k: v for k, v in stored.items() if k != "db_path"})
+        return config, self.rsi(symbol, timeframe, sid), self.rsi(config.benchmark, timeframe, sid)
+
     def candles(self, exchange: str, pair: str, timeframe: str, start_ms: int | None = None,
                 end_ms: int | None = None) -> pd.DataFrame:
         """The candle cache itself: candles of ``pair`` on ``exchange``, open time in ``[start_ms, end_ms)``."""
