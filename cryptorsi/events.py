@@ -42,6 +42,7 @@ __all__ = [
     "RunFailed",
     "TaskFailed",
     "ProgressUpdated",
+    "FetchProgress",
     "EVENT_TYPES",
 ]
 
@@ -217,6 +218,24 @@ class ProgressUpdated(Event):
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class FetchProgress(Event):
+    """HTTP requests of one timeframe's candle downloads (the live source): ``requests_done`` of
+    ``requests_planned``, and ``coins_done`` of ``coins_total`` coins whose candles were fetched or failed.
+
+    ``requests_planned`` starts as an estimate (every coin's whole window, 1000 candles a request) and is
+    refined as each coin is read from the cache and fetched (cached spans are not asked again; retries
+    add requests); it is never below ``requests_done``, and equals it once ``coins_done == coins_total``.
+    Published by the DataFetcher a few times a second at most.
+    """
+
+    timeframe: str
+    requests_done: int
+    requests_planned: int
+    coins_done: int = 0
+    coins_total: int = 0
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -235,5 +254,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RunFailed,
         TaskFailed,
         ProgressUpdated,
+        FetchProgress,
     )
 }

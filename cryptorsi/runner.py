@@ -155,7 +155,7 @@ class Runner:
         self._analyzer = CryptoAnalyzer(self._bus, cfg, sid, self.windows, synthetic=source.synthetic)
         agents = [DatabaseManager(self._bus, cfg.db_path, session_id=sid)]
         if "fetcher" in self.local_agents:
-            agents.append(DataFetcher(self._bus, cfg.db_path, threads=8 if source.name == "live" else 1,
+            agents.append(DataFetcher(self._bus, cfg.db_path, threads=getattr(source, "max_workers", 1),
                                       sources={source_spec(cfg): source}, coingecko_api_key=cfg.coingecko_api_key))
         else:
             source.close()
@@ -250,6 +250,8 @@ class Runner:
             "progress": {tf: dict(p) for tf, p in self._progress.items()},
             "failures": self._failures,
             "task_errors": self._task_errors,
+            "requests": next((a.request_stats(self.session_id) for a in list(self._agents)
+                              if hasattr(a, "request_stats")), None),
             "agents": agents,
         }
 

@@ -9,6 +9,8 @@ epoch, except weekly candles, which open on Mondays (as on Binance).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from cryptorsi.market import timeframe_ms
@@ -37,20 +39,35 @@ def analysis_window(end_ms: int, weeks: float, timeframe: str) -> tuple[int, int
     return end - count * step, end
 
 
-def missing_spans(cached_open_ms: np.ndarray, start_ms: int, end_ms: int, timeframe: str) -> list[tuple[int, int]]:
+def missing_spans(cached_open_ms: np.ndarray, start_ms: int, end_ms: int, timeframe: str,
+                  covered: Iterable[tuple[int, int]] = ()) -> list[tuple[int, int]]:
     """Spans of ``[start_ms, end_ms)`` to fetch given the open times already cached there.
 
     The cache is trusted between its first and last candle (a hole inside is a candle the exchange
-    never had, not one to fetch again); only the head before the first cached candle and the tail
-    after the last are missing. Nothing cached: the whole window.
+    never had, not one to fetch again), and over the ``covered`` spans ``[(start, end), ...]`` recorded
+    as complete (which may hold no candle at all: before a late listing, after a delisting). What is
+    left of the window is missing. Nothing cached or covered: the whole window.
+
+    >>> H = 3_600_000
+    >>> missing_spans(np.array([5 * H, 6 * H]), 0, 10 * H, "1h", covered=[(0, 3 * H)])
+    [(10800000, 18000000), (25200000, 36000000)]
     """
     step = timeframe_ms(timeframe)
-    if len(cached_open_ms) == 0:
-        return [(start_ms, end_ms)] if end_ms > start_ms else []
-    first, last = int(cached_open_ms[0]), int(cached_open_ms[-1])
+    if end_ms <= start_ms:
+        return []
+    known = [(int(a), int(b)) for a, b in covered]
+    if len(cached_open_ms):
+        known.append((int(cached_open_ms[0]), int(cached_open_ms[-1]) + step))
     spans = []
-    if first > start_ms:
-        spans.append((start_ms, first))
-    if last + step < end_ms:
-        spans.append((last + step, end_ms))
+    cursor = int(start_ms)
+    for a, b in sorted(known):
+        if b <= cursor:
+            continue
+        if a > cursor:
+            spans.append((cursor, min(a, end_ms)))
+        cursor = max(cursor, b)
+        if cursor >= end_ms:
+            break
+    if cursor < end_ms:
+        spans.append((cursor, int(end_ms)))
     return spans

@@ -148,6 +148,7 @@ def sample_events() -> list:
         ev.TaskFailed("s1", "fetcher", "fetch", "ValueError: bad value ✗ — ünïcode"),
         ev.ProgressUpdated("s1", "1h", 10, 50, 2, {"eta_s": 12.5, "coin": "ETH", "rate": float("inf")}),
         ev.ProgressUpdated("s1", "1h", 0, 0),
+        ev.FetchProgress("s1", "1h", 3, 9, 1, 4),
     ]
 
 

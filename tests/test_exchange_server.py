@@ -329,3 +329,42 @@ def test_candles_fn_market_and_start_stop(market):
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
     srv.stop()  # idempotent
+
+
+# ------------------------------------------------------------------------------------------ the sample market served
+
+
+def test_sample_market_serves_the_sample_candles_with_its_quirks():
+    from cryptorsi.sources.sample import SAMPLE_END_MS, SampleSource
+    from cryptorsi.market import Market
+    from cryptorsi.testing.exchange_server import SAMPLE_NOW_MS, _encode_row, _encode_rows, sample_market
+
+    D = 24 * H
+    market = sample_market(12, intervals=("1d",), weeks=10, quotes=("USDT",), break_pairs=("ETH/USDT",),
+                           listed_ms={"AETH/USDT": SAMPLE_END_MS - 20 * D},
+                           halted_ms={"APEX/USDT": SAMPLE_END_MS - 5 * D})
+    assert market.now() == SAMPLE_NOW_MS and len(market.coins) == 12
+    symbols = {s["symbol"]: s for s in market.symbols}
+    assert {s["quote"] for s in market.symbols} == {"USDT"} and "BASAUSDT" not in symbols  # no pair on the sample
+    assert symbols["ETHUSDT"]["status"] == "BREAK" and symbols["BTCUSDT"]["status"] == "TRADING"
+    sample = SampleSource()
+    btc = market.expected_frame("BTCUSDT", "1d", 0, SAMPLE_END_MS)
+    want = sample.candles(Market("BTC/USDT", "BTC", "USDT"), "1d", SAMPLE_END_MS - 70 * D, SAMPLE_END_MS)
+    assert len(btc) == 70 and btc.index.equals(want.index)
+    np.testing.assert_allclose(btc.to_numpy(), want.to_numpy(), rtol=1e-7)  # through 8-decimal wire strings
+    assert len(market.expected_frame("AETHUSDT", "1d", 0, SAMPLE_END_MS)) == 20
+    assert len(market.expected_frame("APEXUSDT", "1d", 0, SAMPLE_END_MS)) == 65
+    t = np.array([NOW, NOW + H], dtype=np.int64)
+    x = np.array([[1.5, 2.25, 0.125, 2.0, 12345.678], [2.0, 3.0, 1.0, 2.5, 0.0]])
+    assert _encode_rows(t, x, H) == [_encode_row(int(t[i]), *x[i], H) for i in range(2)]
+
+
+def test_reset_budget_forgets_weight_and_backoff():
+    market = synthetic_market(2, intervals=("1d",), weeks=1, now_ms=NOW)
+    with ExchangeServer(market=market, weight_limit=25, weight_window_s=60) as srv:
+        url = srv.url + "/api/v3/exchangeInfo"
+        assert requests.get(url, timeout=5).status_code == 200  # 20
+        assert requests.get(url, timeout=5).status_code == 429  # 40 > 25
+        srv.reset_budget()
+        response = requests.get(url, timeout=5)
+        assert response.status_code == 200 and response.headers["X-MBX-USED-WEIGHT-1M"] == "20"

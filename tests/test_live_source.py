@@ -183,12 +183,14 @@ def test_markets_retry_a_malformed_exchange_info_and_adopt_its_budget(market):
 
 
 def test_open_candle_is_judged_by_the_exchange_clock(market):
-    """Without ``now_ms`` the source reads the server's clock (/api/v3/time): the server's open candle is dropped
-    although the local clock has long passed its close."""
+    """Without ``now_ms`` the source reads the server's clock (``serverTime`` of exchangeInfo, no extra request):
+    the server's open candle is dropped although the local clock has long passed its close, and the default
+    window ends on the exchange's clock."""
     with ExchangeServer(market=market) as srv:
         src = LiveSource(srv.url, srv.url, **FAST)
-        src.markets()
-        assert srv.count("time") == 1
+        assert 0 <= src.default_end_ms("1h") - NOW < 5_000  # loads the markets
+        assert srv.count("exchangeInfo") == 1 and srv.count("time") == 0
+        assert src.closed_until("1h") == NOW // H * H and src.closed_until("1d") == NOW // D * D
         frame = src.candles(market_of("BTC/USDC"), "1h", NOW - 10 * H, NOW + 5 * H)
         assert frame.index[-1].value // 1_000_000 == NOW // H * H - H
         assert frame.equals(expected(market, "BTC/USDC", "1h", NOW - 10 * H, NOW + 5 * H))
@@ -290,12 +292,24 @@ def test_timeframe_grids(market):
         src.close()
 
 
-def test_an_empty_page_ends_the_series(market):
+def test_an_empty_page_is_asked_again_once_then_ends_the_series(market):
+    """An empty answer means "nothing from here on", which the fetcher records as final: it is confirmed by asking
+    once more, so a hiccup does not cut the series; two empty answers in a row end it."""
     with ExchangeServer(market=market, faults=Faults(script={"klines": {1: "empty"}})) as srv:
         src = LiveSource(srv.url, srv.url, now_ms=NOW, **FAST)
         src.markets()
         frame = src.candles(market_of("BTC/USDC"), "1h", START, NOW)
-        assert frame.equals(expected(market, "BTC/USDC", "1h").iloc[:1000]) and srv.count("klines") == 2
+        assert frame.equals(expected(market, "BTC/USDC", "1h")) and srv.count("klines") == 10
+        assert src.stats()["empty_pages"] == 1
+        src.close()
+    with ExchangeServer(market=market, faults=Faults(script={"klines": {1: "empty", 2: "empty"}})) as srv:
+        src = LiveSource(srv.url, srv.url, now_ms=NOW, **FAST)
+        src.markets()
+        frame = src.candles(market_of("BTC/USDC"), "1h", START, NOW)
+        assert frame.equals(expected(market, "BTC/USDC", "1h").iloc[:1000]) and srv.count("klines") == 3
+        # a window with no candle at all (before the data): asked twice, then empty
+        assert src.candles(market_of("BTC/USDC"), "1h", START - 20 * WEEKS50, START - 19 * WEEKS50).empty
+        assert srv.count("klines") == 5
         src.close()
 
 

@@ -28,7 +28,8 @@ def make_source(config) -> MarketSource:
 
 def source_from_spec(spec: SourceSpec, *, coingecko_api_key: str | None = None) -> MarketSource:
     """A source for ``spec`` (imported lazily: ccxt is slow to import). The API key defaults to
-    ``$COINGECKO_API_KEY``."""
+    ``$COINGECKO_API_KEY``; ``$CRYPTORSI_HTTP_TIMEOUT`` (seconds, default 10) bounds each HTTP request of
+    the live source (a slow link may need more; tests use less)."""
     if spec.name == "sample":
         from cryptorsi.sources.sample import SampleSource
 
@@ -41,5 +42,19 @@ def source_from_spec(spec: SourceSpec, *, coingecko_api_key: str | None = None) 
         from cryptorsi.sources.live import LiveSource
 
         return LiveSource(binance_url=spec.binance_url, coingecko_url=spec.coingecko_url,
-                          coingecko_api_key=coingecko_api_key or os.environ.get("COINGECKO_API_KEY"))
+                          coingecko_api_key=coingecko_api_key or os.environ.get("COINGECKO_API_KEY"),
+                          **_http_timeout())
     raise ValueError(f"source: unknown source {spec.name!r}")
+
+
+def _http_timeout() -> dict:
+    value = os.environ.get("CRYPTORSI_HTTP_TIMEOUT", "").strip()
+    if not value:
+        return {}
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0.05 <= seconds <= 600:  # also rejects nan
+        raise ValueError(f"CRYPTORSI_HTTP_TIMEOUT: must be seconds between 0.05 and 600, got {value!r}")
+    return {"timeout": seconds}

@@ -5,7 +5,8 @@ A source answers three questions and knows nothing about threads, the bus or the
 * ``top_coins(n)`` — the ``n`` largest coins by market cap, largest first (CoinGecko's view);
 * ``markets()`` — the exchange's spot markets (ccxt's view);
 * ``candles(market, timeframe, start_ms, end_ms)`` — the closed candles whose open time lies in
-  ``[start_ms, end_ms)``, as a candle frame (see :mod:`cryptorsi.market`).
+  ``[start_ms, end_ms)``, as a candle frame (see :mod:`cryptorsi.market`): all of them, so that the
+  span, once fetched, is complete in the cache up to ``closed_until(timeframe)``.
 
 The DataFetcher agent calls them from its worker threads, so an implementation must be safe to call
 from several threads at once, and must raise :class:`~cryptorsi.errors.SourceError` (one coin or
@@ -46,6 +47,13 @@ class MarketSource(ABC):
     def default_end_ms(self, timeframe: str) -> int:
         """Exclusive end of the analysis window when the config gives no ``end``: now, by default."""
         return int(pd.Timestamp.now(tz="UTC").value // 1_000_000)
+
+    def closed_until(self, timeframe: str) -> int:
+        """Every candle of ``timeframe`` opening before this instant (UTC ms) is closed: what a ``candles`` call
+        made now returns up to there is final (the fetcher records it as complete in the cache)."""
+        from cryptorsi.windows import grid_floor
+
+        return grid_floor(self.default_end_ms(timeframe), timeframe)
 
     def close(self) -> None:
         """Release connections. Called once, from the thread that stops the fetcher."""

@@ -23,7 +23,13 @@ quote, excluded_reason)``
 ``rsi(session_id, coin_id, timeframe, period, method, n_points, first_open_time, last_open_time,
 open_times, rsi_values)``
     one row per (session, coin, timeframe); the series is two little-endian BLOBs (see below).
-``correlations(session_id, coin_id, timeframe, correlation, n_points)`` and
+``candle_coverage(exchange, pair, timeframe, start_time, end_time)`` (schema 2)
+    spans ``[start_time, end_time)`` of open times (UTC ms) over which the candle cache holds every closed
+    candle the exchange has: what a fetch asked for and got a complete answer to, merged into disjoint
+    spans. A span may hold no candle at all (before a late listing, after a delisting): that is what
+    keeps such a span from being asked again. Written in the transaction that saves the candles.
+``correlations(session_id, coin_id, timeframe, correlation, n_points, best_lag, best_lag_correlation,
+stability, n_eff, p_value, ci_low, ci_high, return_correlation)`` (the last eight: schema 3) and
 ``failures(session_id, coin_id, symbol, timeframe, stage, reason)``
     plain rows.
 
@@ -44,7 +50,7 @@ import sqlite3
 __all__ = ["SCHEMA_VERSION", "APPLICATION_ID", "APPLICATION", "META_TABLE", "STATUSES", "migrate"]
 
 #: Version of the schema this code writes; ``PRAGMA user_version`` of a current database.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 #: ``PRAGMA application_id``: "CRSI" as a big-endian 32-bit integer.
 APPLICATION_ID = 0x43525349
 #: Value of the ``application`` row of the meta table.
@@ -130,8 +136,28 @@ _V1 = [
     )""",
 ]
 
+# Schema 2: the spans of the candle cache known to be complete (see the module docstring).
+_V2 = [
+    """CREATE TABLE candle_coverage (
+        exchange   TEXT NOT NULL,
+        pair       TEXT NOT NULL,
+        timeframe  TEXT NOT NULL,
+        start_time INTEGER NOT NULL,
+        end_time   INTEGER NOT NULL CHECK (end_time > start_time),
+        PRIMARY KEY (exchange, pair, timeframe, start_time)
+    ) WITHOUT ROWID""",
+]
+
 #: ``MIGRATIONS[v]`` turns a database of schema ``v - 1`` into one of schema ``v`` (0 is an empty file).
-MIGRATIONS: dict[int, list[str]] = {1: _V1}
+# Schema 3: lead-lag, stability and significance of each correlation (see cryptorsi.leadlag); NULL in rows of
+# sessions analysed before.
+_V3 = [
+    "ALTER TABLE correlations ADD COLUMN best_lag INTEGER",
+    *(f"ALTER TABLE correlations ADD COLUMN {name} REAL"
+      for name in ("best_lag_correlation", "stability", "n_eff", "p_value", "ci_low", "ci_high", "return_correlation")),
+]
+
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3}
 
 
 def migrate(conn: sqlite3.Connection, from_version: int) -> None:

@@ -40,6 +40,8 @@ __all__ = [
     "Faults",
     "RequestRecord",
     "synthetic_market",
+    "sample_market",
+    "SAMPLE_NOW_MS",
     "grid_offset_ms",
     "WEIGHTS",
 ]
@@ -138,7 +140,7 @@ class ExchangeMarket:
             rows = self._encoded.get(key)
             if rows is None:
                 t, x = self._arrays[key]
-                rows = [_encode_row(int(t[i]), *x[i], TIMEFRAMES[interval]) for i in range(len(t))]
+                rows = _encode_rows(t, x, TIMEFRAMES[interval])
                 self._encoded[key] = rows
         return self._arrays[key][0], rows
 
@@ -175,6 +177,21 @@ class ExchangeMarket:
         cols = list(zip(*parsed)) if parsed else [[]] * 6
         return candles_from_arrays(np.asarray(cols[0], dtype=np.int64),
                                    *(np.asarray([float(v) for v in cols[k]]) for k in range(1, 6)))
+
+
+_ROW = '[%d,"%.8f","%.8f","%.8f","%.8f","%.8f",%d,"%.8f",%d,"%.8f","%.8f","0"]'
+
+
+def _encode_rows(t: np.ndarray, x: np.ndarray, tf: int) -> list[str]:
+    """:func:`_encode_row` of every row of open times ``t`` and ``x`` = [o, h, l, c, v] columns (5x faster)."""
+    if not len(t):
+        return []
+    o, h, l, c, v = (x[:, k] for k in range(5))
+    quote_volume = v * (o + c) / 2.0
+    trades = v.astype(np.int64) % 100_000 + 1
+    return [_ROW % (ti, oi, hi, li, ci, vi, ti + tf - 1, qi, ni, vi * 0.5, qi * 0.5)
+            for ti, oi, hi, li, ci, vi, qi, ni in zip(t.tolist(), o.tolist(), h.tolist(), l.tolist(), c.tolist(),
+                                                      v.tolist(), quote_volume.tolist(), trades.tolist())]
 
 
 def _encode_row(t: int, o: float, h: float, l: float, c: float, v: float, tf: int) -> str:
@@ -233,6 +250,56 @@ def synthetic_market(
             volume = rng.lognormal(10, 1, size=n)
             candles[(f"{base}{quote}", interval)] = (t, open_, high, low, close, volume)
     return ExchangeMarket(coins=coins, symbols=symbols, candles=candles, now_ms=now_ms)
+
+
+#: the clock :func:`sample_market` gives its server by default: 20 min 34.567 s after the sample market's end, so
+#: that the candle opening at its end is the exchange's open candle on every timeframe up to a day
+SAMPLE_NOW_MS = 1_767_225_600_000 + 1_234_567
+
+
+def sample_market(
+    top_n: int = 30,
+    *,
+    intervals: Sequence[str] = ("1h", "4h", "1d"),
+    weeks: float = 52,
+    quotes: Sequence[str] | None = None,
+    break_pairs: Sequence[str] = (),
+    unlisted: Sequence[str] = (),
+    listed_ms: Mapping[str, int] | None = None,
+    halted_ms: Mapping[str, int] | None = None,
+    now_ms: int = SAMPLE_NOW_MS,
+) -> ExchangeMarket:
+    """The bundled synthetic sample market (:class:`~cryptorsi.sources.sample.SampleSource`) served over the wire:
+    its ``top_n`` largest coins on CoinGecko (stablecoins, wrapped twins, coins without a pair and a shared ticker
+    included) and their spot pairs on the exchange, with the candles of the ``weeks`` before the sample's end.
+
+    ``quotes`` keeps only pairs against those quote assets (None: all); ``break_pairs`` (``"ETH/USDT"``) are
+    served with status BREAK, ``unlisted`` tickers have no pair at all; pairs the sample has inactive are BREAK.
+    ``listed_ms`` / ``halted_ms`` map pairs to the time of their first candle (a late listing) / the time after
+    which they have none (a pair still TRADING whose candles stop, like a halted or recorded series).
+    The sample's candles are closed up to its end (2026-01-01), ``now_ms`` is the exchange's clock.
+    """
+    from cryptorsi.sources.sample import SAMPLE_END_MS, SampleSource
+
+    source = SampleSource()
+    coins = source.top_coins(top_n)
+    bases = {c.symbol for c in coins} - {t.upper() for t in unlisted}
+    wanted = None if quotes is None else {q.upper() for q in quotes}
+    start = SAMPLE_END_MS - int(weeks * 7 * 86_400_000)
+    symbols, frames = [], {}
+    for m in source.markets():
+        if m.base not in bases or (wanted is not None and m.quote not in wanted):
+            continue
+        symbol = f"{m.base}{m.quote}"
+        status = "BREAK" if (not m.active or m.pair in break_pairs) else "TRADING"
+        symbols.append({"symbol": symbol, "base": m.base, "quote": m.quote, "status": status})
+        for interval in intervals:
+            first = max(start, (listed_ms or {}).get(m.pair, start))
+            frames[(symbol, interval)] = source.candles(m, interval, first,
+                                                        min(SAMPLE_END_MS, (halted_ms or {}).get(m.pair, SAMPLE_END_MS)))
+    coin_items = [{"id": c.coin_id, "symbol": c.symbol.lower(), "name": c.name, "market_cap": c.market_cap}
+                  for c in coins]
+    return ExchangeMarket.from_frames(coin_items, symbols, frames, now_ms=now_ms)
 
 
 # --------------------------------------------------------------------------------------------- faults
@@ -483,6 +550,12 @@ class ExchangeServer:
     def reset_records(self) -> None:
         with self._lock:
             self.records.clear()
+
+    def reset_budget(self) -> None:
+        """Forget the weight used, any 429 back-off and any ban (a new client, as after a long pause)."""
+        with self._lock:
+            self._window, self._used = -1, 0
+            self._backoff_until = self._first_429 = self._banned_until = 0.0
 
     # -------------------------------------------------------------- handling
     def _record(self, h: _Handler, endpoint: str, params: dict, status: int, weight: int, fault: str | None):
