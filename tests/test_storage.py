@@ -368,9 +368,11 @@ def test_store_frames_and_dtypes(writer, path):
 
     corr = store.correlations()
     assert list(corr.columns) == ["coin_id", "symbol", "timeframe", "correlation", "n_points", "market_cap",
-                                  "low_cap"]
-    assert [str(t) for t in corr.dtypes[["correlation", "n_points", "market_cap", "low_cap"]]] == [
-        "float64", "int64", "float64", "bool"]
+                                  "low_cap", "best_lag", "best_lag_correlation", "stability", "n_eff", "p_value",
+                                  "ci_low", "ci_high", "return_correlation"]
+    assert [str(t) for t in corr.dtypes[["correlation", "n_points", "market_cap", "low_cap", "best_lag",
+                                         "stability"]]] == ["float64", "int64", "float64", "bool", "Int64", "float64"]
+    assert corr["best_lag"].isna().all()  # saved without lead-lag metrics: NULL, not zero
     assert corr["timeframe"].tolist() == ["1h"] * 7 + ["1d"] * 7  # the config's order, then correlation desc
     assert corr[corr["timeframe"] == "1h"]["symbol"].tolist() == ["DUST", "ETH", "BONK", "SOL", "PEPE", "LINK",
                                                                    "FLOKI"]
@@ -554,3 +556,31 @@ def test_killed_writer_leaves_a_consistent_database(path):
     assert w.interrupt_running() == 1  # what a DatabaseManager does at start-up
     conn.close()
     assert Store(path).sessions()["status"].tolist() == ["interrupted"]
+
+
+def test_correlation_metrics_round_trip_and_schema_2_files_migrate(tmp_path):
+    import sqlite3 as sq
+
+    from cryptorsi.storage.schema import MIGRATIONS
+
+    path = tmp_path / "v2.db"  # a database written by the previous version (schema 2)
+    conn = sq.connect(path)
+    for version in (1, 2):
+        for sql in MIGRATIONS[version]:
+            conn.execute(sql)
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("INSERT INTO cryptorsi_meta VALUES ('application', 'cryptorsi'), ('schema_version', '2')")
+    conn.commit()
+    conn.close()
+    db = open_database(str(path))  # migrates 2 -> 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    writer = SessionWriter(db)
+    writer.start_session("s1", pd.Timestamp("2025-01-01", tz="UTC"), {"timeframes": ["1h"]})
+    metrics = {"best_lag": 3, "best_lag_correlation": -0.5, "stability": 0.25, "n_eff": 41.5, "p_value": 1e-300,
+               "ci_low": -0.7, "ci_high": -0.2, "return_correlation": None}
+    writer.save_correlation("s1", "eth", "1h", -0.45, 800, metrics)
+    row = db.execute("SELECT best_lag, best_lag_correlation, stability, n_eff, p_value, ci_low, ci_high, "
+                     "return_correlation FROM correlations").fetchone()
+    assert row == (3, -0.5, 0.25, 41.5, 1e-300, -0.7, -0.2, None)
+    db.close()

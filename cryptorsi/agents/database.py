@@ -101,7 +101,7 @@ class DatabaseManager(QueueWorkerThread):
             self._count("rsi", event)
         elif isinstance(event, CorrelationAnalyzed):
             self._writer.save_correlation(event.session_id, event.listing.coin_id, event.timeframe,
-                                          event.correlation, event.n_points)
+                                          event.correlation, event.n_points, event.metrics)
             self._count("correlations", event)
         elif isinstance(event, CoinProcessingFailed):
             self._writer.save_failure(event.session_id, event.listing.coin_id, event.listing.symbol,

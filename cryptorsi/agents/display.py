@@ -151,7 +151,8 @@ class DisplayAgent(QueueWorkerThread):
         self._close_bars()
         text = format_results(event.correlations, event.failures, threshold=self.threshold,
                               low_cap_threshold=event.low_cap_threshold, synthetic=event.synthetic,
-                              session_id=event.session_id, max_rows=self.max_rows)
+                              session_id=event.session_id, max_rows=self.max_rows,
+                              min_stability=getattr(self.config, "min_stability", None))
         stream = self.stream or sys.stdout
         stream.write(text + "\n")
         stream.flush()
@@ -193,8 +194,10 @@ class DisplayAgent(QueueWorkerThread):
 
 
 def format_results(correlations: pd.DataFrame, failures: pd.DataFrame, *, threshold: float,
-                   low_cap_threshold: float | None, synthetic: bool, session_id: str = "", max_rows: int = 25) -> str:
-    """The console report: a summary per timeframe, the selected coins, and the failures count."""
+                   low_cap_threshold: float | None, synthetic: bool, session_id: str = "", max_rows: int = 25,
+                   min_stability: float | None = None) -> str:
+    """The console report: a summary per timeframe, the selected coins (with their best lag, stability and
+    significance), and the failures count."""
     from cryptorsi.analytics import select
 
     lines = []
@@ -203,7 +206,8 @@ def format_results(correlations: pd.DataFrame, failures: pd.DataFrame, *, thresh
     if synthetic:
         lines.append(f"*** {SYNTHETIC_LABEL} ***")
     cap = "n/a" if low_cap_threshold is None else f"{low_cap_threshold:,.0f}"
-    lines.append(f"low cap: market cap <= {cap}; selected: low cap and |correlation| >= {threshold:g}")
+    stable = "" if min_stability is None else f" and stability >= {min_stability:g}"
+    lines.append(f"low cap: market cap <= {cap}; selected: low cap and |correlation| >= {threshold:g}{stable}")
     lines.append("")
     summary = []
     for timeframe, group in correlations.groupby("timeframe", sort=False):
@@ -215,15 +219,21 @@ def format_results(correlations: pd.DataFrame, failures: pd.DataFrame, *, thresh
     if summary:
         lines.append(pd.DataFrame(summary).to_string(index=False))
         lines.append("")
-    chosen = select(correlations, threshold)
+    chosen = select(correlations, threshold, min_stability)
     if chosen.empty:
         lines.append("No low-cap coin reaches the threshold.")
     else:
         shown = chosen.head(max_rows).copy()
         shown["correlation"] = shown["correlation"].map(lambda v: f"{v:.3f}")
         shown["market_cap"] = shown["market_cap"].map(lambda v: f"{v:,.0f}")
+        columns = ["symbol", "timeframe", "correlation", "n_points", "market_cap"]
+        if "best_lag" in shown:  # lead-lag and significance (absent from sessions of older versions)
+            shown["stability"] = shown["stability"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
+            shown["p_value"] = shown["p_value"].map(lambda v: "" if pd.isna(v) else f"{v:.1e}")
+            shown["n_eff"] = shown["n_eff"].map(lambda v: "" if pd.isna(v) else f"{v:.0f}")
+            columns += ["best_lag", "stability", "n_eff", "p_value"]
         lines.append(f"Selected coins ({len(chosen)}):")
-        lines.append(shown[["symbol", "timeframe", "correlation", "n_points", "market_cap"]].to_string(index=False))
+        lines.append(shown[columns].to_string(index=False))
         if len(chosen) > max_rows:
             lines.append(f"... {len(chosen) - max_rows} more (cryptorsi query selected)")
     if len(failures):

@@ -19,15 +19,13 @@ import pandas as pd
 from cryptorsi.config import AnalysisConfig
 from cryptorsi.market import timeframe_ms, to_ms
 from cryptorsi.storage.database import load_candles, read_transaction, require_database
-from cryptorsi.tables import correlation_table, failure_table
+from cryptorsi.tables import CORRELATION_COLUMNS, FAILURE_COLUMNS, METRIC_COLUMNS, correlation_table, failure_table
 
 __all__ = ["Store", "NotFound", "CORRELATION_COLUMNS", "FAILURE_COLUMNS", "COIN_COLUMNS", "SESSION_COLUMNS"]
 
 SESSION_COLUMNS = ("session_id", "started_at", "finished_at", "status", "config", "source", "message",
                    "n_coins", "n_correlations", "n_failures")
 COIN_COLUMNS = ("coin_id", "symbol", "name", "market_cap", "market_cap_rank", "exchange", "pair", "quote")
-CORRELATION_COLUMNS = ("coin_id", "symbol", "timeframe", "correlation", "n_points", "market_cap", "low_cap")
-FAILURE_COLUMNS = ("coin_id", "symbol", "timeframe", "stage", "reason")
 
 #: pandas' default dtype for text (``object`` on pandas 2, ``str`` on pandas 3); used even for empty frames
 _TEXT = pd.Series(["x"]).dtype
@@ -255,17 +253,19 @@ class Store:
     def _correlations(self, conn: sqlite3.Connection, sid: str, config: dict[str, Any]) -> pd.DataFrame:
         caps = [r[0] for r in conn.execute(
             "SELECT market_cap FROM universe WHERE session_id = ? AND excluded_reason IS NULL", (sid,))]
+        metrics = ", ".join(f"c.{name}" for name in METRIC_COLUMNS)
         rows = conn.execute(
-            "SELECT c.coin_id, u.symbol, c.timeframe, c.correlation, c.n_points, u.market_cap "
+            f"SELECT c.coin_id, u.symbol, c.timeframe, c.correlation, c.n_points, u.market_cap, {metrics} "
             "FROM correlations c LEFT JOIN universe u ON u.session_id = c.session_id AND u.coin_id = c.coin_id "
             "WHERE c.session_id = ?", (sid,)).fetchall()
-        names = CORRELATION_COLUMNS[:-1]
+        names = [c for c in CORRELATION_COLUMNS if c != "low_cap"]
         # The table an analysis shows (cryptorsi.tables), so a stored session reads back exactly as it ran.
         frame, _ = correlation_table([dict(zip(names, row)) for row in rows], caps,
                                      float(config.get("low_cap_percentile", _DEFAULTS["low_cap_percentile"])),
                                      _timeframes(config))
         return _typed(frame, CORRELATION_COLUMNS, {"correlation": np.float64, "n_points": np.int64,
-                                                   "market_cap": np.float64, "low_cap": bool})
+                                                   "market_cap": np.float64, "low_cap": bool, "best_lag": "Int64"}
+                      | {name: np.float64 for name in METRIC_COLUMNS[1:]})
 
     def failures(self, session_id: str | None = None) -> pd.DataFrame:
         """Coins that could not be analysed on a timeframe, and why (ordered as ``cryptorsi.tables`` orders them)."""
