@@ -20,7 +20,14 @@ from typing import TextIO
 
 import pandas as pd
 
-from cryptorsi.events import DisplayCompleted, FinalResultsReady, ProgressUpdated, ResultsSaved, RunFailed
+from cryptorsi.events import (
+    DisplayCompleted,
+    FetchProgress,
+    FinalResultsReady,
+    ProgressUpdated,
+    ResultsSaved,
+    RunFailed,
+)
 from cryptorsi.runtime.worker import QueueWorkerThread
 
 __all__ = ["DisplayAgent", "format_results", "SYNTHETIC_LABEL"]
@@ -73,6 +80,7 @@ class DisplayAgent(QueueWorkerThread):
             self.listen(ResultsSaved, lambda e: self.submit(self._on_saved, e) if self._mine(e) else None)
         elif self.progress:
             self.listen(ProgressUpdated, lambda e: self.submit(self._advance, e) if self._mine(e) else None)
+            self.listen(FetchProgress, lambda e: self.submit(self._requested, e) if self._mine(e) else None)
 
     def start(self) -> "DisplayAgent":
         from cryptorsi.notebook.kernel import parent_header
@@ -131,6 +139,20 @@ class DisplayAgent(QueueWorkerThread):
                                                      file=sys.stderr, leave=True, dynamic_ncols=True)
         bar.set_postfix_str(f"failed {event.failed}", refresh=False)
         bar.update(event.done - bar.n)
+
+    def _requested(self, event: FetchProgress) -> None:
+        """A bar of HTTP requests done / planned per timeframe (live source; planned is refined as it goes)."""
+        from tqdm import tqdm
+
+        key = (event.timeframe, "requests")
+        bar = self._bars.get(key)
+        if bar is None:
+            bar = self._bars[key] = tqdm(total=event.requests_planned, desc=f"{event.timeframe:>4} requests",
+                                         unit="req", file=sys.stderr, leave=True, dynamic_ncols=True)
+        if bar.total != event.requests_planned:
+            bar.total = event.requests_planned
+        bar.set_postfix_str(f"coins {event.coins_done}/{event.coins_total}", refresh=False)
+        bar.update(event.requests_done - bar.n)
 
     def _close_bars(self) -> None:
         for bar in self._bars.values():
