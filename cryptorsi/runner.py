@@ -135,11 +135,15 @@ class Runner:
         cfg = self.config
         self.session_id = sid = new_session_id()
         source = make_source(cfg)
-        self.synthetic = source.synthetic
-        end = None if cfg.end is None else to_ms(cfg.end)
-        self.windows = {tf: analysis_window(end if end is not None else source.default_end_ms(tf), cfg.weeks, tf)
-                        for tf in cfg.timeframes}
-        self._bus = create_bus(cfg.bus_url)
+        try:
+            self.synthetic = source.synthetic
+            end = None if cfg.end is None else to_ms(cfg.end)
+            self.windows = {tf: analysis_window(end if end is not None else source.default_end_ms(tf), cfg.weeks, tf)
+                            for tf in cfg.timeframes}
+            self._bus = create_bus(cfg.bus_url)
+        except BaseException:
+            source.close()  # nothing owns it yet (the DataFetcher closes it from here on)
+            raise
         for event_type, handler in {
             ResultsSaved: self._on_saved,
             DisplayCompleted: self._on_displayed,
