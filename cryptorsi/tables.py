@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
-from cryptorsi.analytics import low_cap_threshold
+from cryptorsi.analytics import low_cap_flags, low_cap_threshold
 
 __all__ = ["CORRELATION_COLUMNS", "FAILURE_COLUMNS", "METRIC_COLUMNS", "correlation_table", "failure_table"]
 
@@ -33,8 +33,7 @@ def correlation_table(rows: Iterable[Mapping], universe_caps: Iterable[float | N
     frame["market_cap"] = caps
     frame["correlation"] = frame["correlation"].astype("float64")
     frame["n_points"] = frame["n_points"].astype("int64")
-    frame["low_cap"] = (caps > 0) & (caps <= threshold) if threshold is not None else False
-    frame["low_cap"] = frame["low_cap"].astype(bool)
+    frame["low_cap"] = low_cap_flags(caps.to_numpy(), threshold)
     frame["best_lag"] = pd.array(pd.to_numeric(frame["best_lag"]), dtype="Int64")
     for name in METRIC_COLUMNS[1:]:
         frame[name] = pd.to_numeric(frame[name]).astype("float64")

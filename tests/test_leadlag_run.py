@@ -84,3 +84,14 @@ def test_min_stability_filters_the_selection(run):
     strict = result.retune(min_stability=0.9)
     assert (strict.selected["stability"] >= 0.9).all()
     assert set(strict.selected["coin_id"]) <= set(result.selected["coin_id"])
+
+
+def test_stored_selection_equals_the_result_selection_with_min_stability(tmp_path):
+    config = cr.AnalysisConfig(source="sample", top_n_coins=60, timeframes=("4h", "1d"), weeks=30,
+                               db_path=str(tmp_path / "stable.db"), min_stability=0.9, correlation_threshold=0.6)
+    result = cr.run_analysis(config, progress=False, stream=io.StringIO())
+    stored = cr.Store(config.db_path).selected(result.session_id)
+    pd.testing.assert_frame_equal(stored, result.selected)
+    assert (stored["stability"] >= 0.9).all()
+    loose = result.retune(min_stability=None).selected
+    assert len(loose) > len(stored)  # the filter removes something here, so the equality above means something

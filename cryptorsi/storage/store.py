@@ -237,18 +237,18 @@ class Store:
             return self._correlations(conn, sid, config)
 
     def selected(self, session_id: str | None = None) -> pd.DataFrame:
-        """The answer: low-cap coins whose ``|correlation|`` reaches the session's ``correlation_threshold``.
+        """The answer: low-cap coins whose ``|correlation|`` reaches the session's ``correlation_threshold``
+        (and its ``min_stability``, when set), as :attr:`AnalysisResult.selected` selects them.
 
         Ordered by correlation, descending (then timeframe and symbol as in :meth:`correlations`).
         """
+        from cryptorsi.analytics import select
+
         with self._read() as conn:
             sid, config = self._session(conn, session_id)
             frame = self._correlations(conn, sid, config)
         threshold = float(config.get("correlation_threshold", _DEFAULTS["correlation_threshold"]))
-        keep = frame["low_cap"] & (frame["correlation"].abs() >= threshold)
-        out = frame[keep.to_numpy()]
-        out = out.sort_values("correlation", ascending=False, kind="stable", na_position="last")
-        return out.reset_index(drop=True)
+        return select(frame, threshold, config.get("min_stability"))
 
     def _correlations(self, conn: sqlite3.Connection, sid: str, config: dict[str, Any]) -> pd.DataFrame:
         caps = [r[0] for r in conn.execute(
