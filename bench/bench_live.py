@@ -143,6 +143,9 @@ def main() -> None:
         serve(args)
         return
 
+    import ccxt  # noqa: F401  (both contenders use these libraries: neither run is timed importing them)
+    import pycoingecko  # noqa: F401
+
     import cryptorsi as cr
 
     top = args.top or choose_top(args.coins)

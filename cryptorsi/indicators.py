@@ -44,19 +44,23 @@ Backends
 --------
 Two kernels compute the same RSI. ``"numba"`` runs plain loops compiled by `numba
 <https://numba.pydata.org>`_ (installed by the optional extra ``pip install cryptorsi[fast]``); the
-``"numpy"`` kernel needs nothing beyond numpy. By default (``"auto"``) the numba kernel is used when
-numba can be imported and compiles, else the numpy one, silently (the reason is logged at DEBUG level
-on the ``cryptorsi.indicators`` logger). Both give the same NaN pattern; their Wilder values agree
+``"numpy"`` kernel needs nothing beyond numpy. Both give the same NaN pattern; their Wilder values agree
 within ~1e-13 (both match TA-Lib to that), their ``"sma"`` values are identical (the same operations
 in the same order).
 
-Numba is imported on the first RSI computation, not when cryptorsi is imported: that first call
-pays for the import and the loading of the compiled kernels (under a second) and, the very first
-time, for the compilation (several seconds). The compiled code is cached on disk (numba's
+By default (``"auto"``) a call uses the numba kernel when numba's compiled kernels are already loaded in
+this process (``set_backend("numba")`` loads them), or when the call alone is big enough to pay for
+loading them: at least :data:`AUTO_NUMBA_MIN_VALUES` values. Otherwise it uses the numpy kernel. Loading
+numba (its import and the kernels compiled and cached on disk) takes ~1 s, which is what the numpy
+kernel needs for ~200 million values: a whole analysis of a few hundred coins (a few million values)
+finishes sooner without it. When numba cannot be loaded, ``"auto"`` uses numpy silently (the reason is
+logged at DEBUG level on the ``cryptorsi.indicators`` logger).
+
+Numba is imported when it is first used, never when cryptorsi is imported. The very first load in an
+environment also compiles the kernels (several seconds); the compiled code is cached on disk (numba's
 ``cache=True``: ``__pycache__`` beside this module, or numba's user-wide cache directory when that
 is not writable; when no cache directory is writable the kernels are compiled in memory, in each
-process). :func:`get_backend` does that loading at a moment of your choosing and tells which backend
-is in use.
+process). :func:`get_backend` tells which backend an ordinary call uses.
 
 To choose the backend, set the environment variable ``CRYPTORSI_RSI_BACKEND`` to ``auto`` (the
 default), ``numpy`` or ``numba`` before the first RSI computation, or call :func:`set_backend`
@@ -104,7 +108,7 @@ from numbers import Integral
 import numpy as np
 import pandas as pd
 
-__all__ = ["rsi", "rsi_values", "set_backend", "get_backend", "METHODS", "BACKENDS"]
+__all__ = ["rsi", "rsi_values", "set_backend", "get_backend", "METHODS", "BACKENDS", "AUTO_NUMBA_MIN_VALUES"]
 
 #: The RSI methods understood by :func:`rsi`.
 METHODS = ("wilder", "sma")
@@ -625,6 +629,9 @@ def _rsi_ragged(a: np.ndarray, rows: list[int], p: int, kernel, out: np.ndarray)
 
 #: The backend names understood by :func:`set_backend` and ``CRYPTORSI_RSI_BACKEND``.
 BACKENDS = ("auto", "numpy", "numba")
+#: Under ``"auto"``, the size of one call (values) from which numba is loaded for it if it is not loaded yet:
+#: where the numpy kernel's extra time (a few ns per value) reaches numba's ~1 s load.
+AUTO_NUMBA_MIN_VALUES = 200_000_000
 _BACKEND_ENV = "CRYPTORSI_RSI_BACKEND"
 _NOT_FINITE = "rsi_values needs finite values (no NaN/inf); use rsi() for series with gaps"
 
@@ -695,6 +702,42 @@ class _NumbaBackend:
 
 
 _NUMPY_BACKEND = _NumpyBackend()
+
+
+def _loaded_numba_backend():
+    """The numba backend when its kernels are loaded in this process, else None (never loads them)."""
+    kernels = _numba_kernels
+    return None if kernels is None else _NumbaBackend(kernels)
+
+
+class _AutoBackend:
+    """``"auto"``: numba when it is loaded already, or for a call of at least AUTO_NUMBA_MIN_VALUES values
+    (loading it then, when it can be); numpy otherwise."""
+
+    name = "auto"
+
+    @staticmethod
+    def _for(size: int):
+        backend = _loaded_numba_backend()
+        if backend is None and size >= AUTO_NUMBA_MIN_VALUES and _numba_error is None:
+            try:
+                _load_numba()
+            except ImportError:  # logged by _load_numba
+                pass
+            backend = _loaded_numba_backend()
+        return backend or _NUMPY_BACKEND
+
+    def one(self, values: np.ndarray, p: int, method: str) -> np.ndarray:
+        return self._for(values.size).one(values, p, method)
+
+    def rows(self, a: np.ndarray, p: int, method: str) -> np.ndarray:
+        return self._for(a.size).rows(a, p, method)
+
+    def finite(self, values: np.ndarray, p: int, method: str) -> np.ndarray:
+        return self._for(values.size).finite(values, p, method)
+
+
+_AUTO_BACKEND = _AutoBackend()
 
 
 def _compile_numba() -> dict:
@@ -769,17 +812,15 @@ def _resolve_backend():
             elif choice == "numba":
                 backend = _NumbaBackend(_load_numba())  # ImportError when unavailable
             else:
-                try:
-                    backend = _NumbaBackend(_load_numba())
-                except ImportError:  # logged by _load_numba
-                    backend = _NUMPY_BACKEND
+                backend = _AUTO_BACKEND
             _backend = backend
         return _backend
 
 
 def set_backend(name: str | None) -> str | None:
-    """Choose the RSI kernel for :func:`rsi` and :func:`rsi_values`, process-wide: ``"auto"`` (numba
-    when it can be used, else numpy), ``"numpy"``, ``"numba"``, or ``None`` for the choice of the
+    """Choose the RSI kernel for :func:`rsi` and :func:`rsi_values`, process-wide: ``"auto"`` (numba when
+    it is loaded or a call is big, else numpy; see the module's notes), ``"numpy"``, ``"numba"``, or ``None``
+    for the choice of the
     ``CRYPTORSI_RSI_BACKEND`` environment variable (``auto`` when unset). Takes precedence over the
     variable. Returns the previous choice (``None`` when it was the variable's), for restoring it:
 
@@ -805,9 +846,12 @@ def set_backend(name: str | None) -> str | None:
 
 
 def get_backend() -> str:
-    """The backend the next RSI computation uses, ``"numpy"`` or ``"numba"``; resolving ``"auto"``
-    imports and compiles numba if that was not done yet (a way to pay for it up front)."""
-    return (_backend or _resolve_backend()).name
+    """The backend an RSI computation of ordinary size uses next, ``"numpy"`` or ``"numba"`` (under
+    ``"auto"``: numba once it is loaded in this process; this never loads it)."""
+    backend = _backend or _resolve_backend()
+    if backend is _AUTO_BACKEND:
+        return "numba" if _numba_kernels is not None else "numpy"
+    return backend.name
 
 
 # --------------------------------------------------------------------------------------------------

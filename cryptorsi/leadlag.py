@@ -49,7 +49,7 @@ For RSI(14) ``n_eff`` is typically ``n / 10 .. n / 20``; for white noise it is `
 ``correlation_significance(r, n_eff)``:
 
 * two-sided p-value of ``r`` from Student's t with ``n_eff - 2`` degrees of freedom:
-  ``t = r * sqrt((n_eff - 2) / (1 - r^2))``, ``p = 2 * P(T > |t|)`` (``scipy.stats.t``); 0 for
+  ``t = r * sqrt((n_eff - 2) / (1 - r^2))``, ``p = 2 * P(T > |t|)`` (``scipy.special.stdtr``); 0 for
   ``|r| = 1``, NaN for ``n_eff <= 2``;
 * a 95 % confidence interval by Fisher's z: ``tanh(atanh(r) -/+ 1.95996 / sqrt(n_eff - 3))``;
   ``(-1, 1)`` when ``n_eff <= 3``. Always ``ci_low <= r <= ci_high`` (clamped against rounding).
@@ -107,8 +107,7 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import fft as sfft
-from scipy import stats
+from scipy import special
 
 from cryptorsi.analytics import align, correlate_frame, pearson
 from cryptorsi.market import timeframe_ms
@@ -738,6 +737,20 @@ def stability(rolling: pd.Series | np.ndarray, threshold: float) -> float:
 
 
 # ------------------------------------------------------------------------------------------ significance
+def _fft_length(n: int) -> int:
+    """The smallest 2**a * 3**b * 5**c >= n: a length numpy's FFT handles fast."""
+    best = 1 << max(0, int(n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35 * (1 << max(0, int(-(-n // p35) - 1).bit_length()))  # times the power of 2 reaching n
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
 def _acf_rows(v: np.ndarray, counts: np.ndarray, upto: int) -> np.ndarray:
     """Biased autocorrelations (c, upto + 1) of each row's first counts[i] values (centred here), by FFT
     (zero-padded to at least ``nmax + upto``: no wrap-around for the lags kept)."""
@@ -745,9 +758,9 @@ def _acf_rows(v: np.ndarray, counts: np.ndarray, upto: int) -> np.ndarray:
     nz = np.maximum(counts, 1)
     live = np.arange(nmax)[None, :] < counts[:, None]
     vc = np.where(live, v - (v.sum(axis=1) / nz)[:, None], 0.0)
-    nfft = sfft.next_fast_len(nmax + upto, real=True)
-    spec = sfft.rfft(vc, n=nfft, axis=1)
-    acov = sfft.irfft(spec.real ** 2 + spec.imag ** 2, n=nfft, axis=1)[:, : upto + 1]
+    nfft = _fft_length(nmax + upto)
+    spec = np.fft.rfft(vc, n=nfft, axis=1)
+    acov = np.fft.irfft(spec.real ** 2 + spec.imag ** 2, n=nfft, axis=1)[:, : upto + 1]
     with np.errstate(divide="ignore", invalid="ignore"):
         return acov / acov[:, :1]
 
@@ -842,10 +855,10 @@ def correlation_significance(r, n_eff, confidence: float = 0.95):
     with np.errstate(divide="ignore", invalid="ignore"):
         dof = n_arr - 2.0
         t = np.abs(rr) * np.sqrt(dof / (1.0 - rr * rr))
-        p = np.where(dof > 0, 2.0 * stats.t.sf(t, np.where(dof > 0, dof, 1.0)), np.nan)
+        p = np.where(dof > 0, 2.0 * special.stdtr(np.where(dof > 0, dof, 1.0), -t), np.nan)
         p = np.where((dof > 0) & (np.abs(rr) == 1.0), 0.0, p)
         z = np.arctanh(rr)
-        half = float(stats.norm.ppf(0.5 + confidence / 2.0)) / np.sqrt(n_arr - 3.0)
+        half = float(special.ndtri(0.5 + confidence / 2.0)) / np.sqrt(n_arr - 3.0)
         wide = ~(n_arr > 3.0)
         lo = np.where(wide, -1.0, np.tanh(z - np.where(wide, 0.0, half)))
         hi = np.where(wide, 1.0, np.tanh(z + np.where(wide, 0.0, half)))

@@ -503,20 +503,37 @@ class TestBackendChoice:
             "indicators.rsi(np.linspace(1.0, 2.0, 40), 14)\n"  # CRYPTORSI_RSI_BACKEND=numpy
             "assert 'numba' not in sys.modules\n"
             "indicators.set_backend('auto')\n"
-            "indicators.rsi(np.linspace(1.0, 2.0, 40), 14)\n"
+            "indicators.rsi(np.linspace(1.0, 2.0, 40), 14)\n"  # small: "auto" does not load numba for it
             "print(indicators.get_backend(), 'numba' in sys.modules)\n"
         )
         env = {**os.environ, "CRYPTORSI_RSI_BACKEND": "numpy"}
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                               timeout=240)
         assert done.returncode == 0, done.stderr
-        assert done.stdout.split() == (["numba", "True"] if HAVE_NUMBA else ["numpy", "False"])
+        assert done.stdout.split() == ["numpy", "False"]
+
+    def test_auto_uses_numba_once_loaded_or_for_a_big_call(self, monkeypatch):
+        monkeypatch.setattr(indicators, "_numba_kernels", None)
+        monkeypatch.setattr(indicators, "_numba_error", None)
+        frame = ragged_frame()
+        expected = np.column_stack([talib_rsi(frame[c].to_numpy(), 14) for c in frame])
+        indicators.set_backend("auto")
+        monkeypatch.setattr(indicators, "AUTO_NUMBA_MIN_VALUES", frame.size + 1)
+        assert_same(rsi(frame, 14).to_numpy(), expected)
+        assert indicators._numba_kernels is None and indicators.get_backend() == "numpy"
+        monkeypatch.setattr(indicators, "AUTO_NUMBA_MIN_VALUES", frame.size)  # this call is big enough
+        assert_same(rsi(frame, 14).to_numpy(), expected)
+        assert indicators.get_backend() == ("numba" if HAVE_NUMBA else "numpy")
+        assert (indicators._numba_kernels is not None) == HAVE_NUMBA
+        # loaded: every call uses it, small ones too
+        close = walk(300, seed=5)
+        assert_same(rsi(close, 14), talib.RSI(close, timeperiod=14))
 
     def test_environment_variable(self, monkeypatch):
+        monkeypatch.setattr(indicators, "_numba_kernels", None)  # as in a new process
         close = pd.Series(walk(300, seed=3))
         expected = talib.RSI(close.to_numpy(), timeperiod=14)
-        for value, used in [("numpy", "numpy"), (" NumPy ", "numpy"), ("", "numba" if HAVE_NUMBA else "numpy"),
-                            ("auto", "numba" if HAVE_NUMBA else "numpy")]:
+        for value, used in [("numpy", "numpy"), (" NumPy ", "numpy"), ("", "numpy"), ("auto", "numpy")]:
             monkeypatch.setenv("CRYPTORSI_RSI_BACKEND", value)
             indicators.set_backend(None)  # forget the resolved backend: read the variable again
             assert_same(rsi(close, 14).to_numpy(), expected)
@@ -535,11 +552,16 @@ class TestBackendChoice:
         assert indicators.set_backend("numpy") is None
         assert_same(rsi(close, 14).to_numpy(), expected)
 
-    def test_set_backend_returns_the_previous_choice_and_checks_names(self):
+    def test_set_backend_returns_the_previous_choice_and_checks_names(self, monkeypatch):
+        monkeypatch.setattr(indicators, "_numba_kernels", None)  # as in a new process
         assert indicators.set_backend("numpy") is None
         assert indicators.get_backend() == "numpy"
         assert indicators.set_backend("auto") == "numpy"
-        assert indicators.get_backend() == ("numba" if HAVE_NUMBA else "numpy")
+        assert indicators.get_backend() == "numpy"  # numba is not loaded
+        if HAVE_NUMBA:
+            assert indicators.set_backend("numba") == "auto"
+            assert indicators.set_backend("auto") == "numba"
+            assert indicators.get_backend() == "numba"  # loaded now: "auto" uses it
         for bad in ["cuda", "", "num ba", 1, True]:
             with pytest.raises(ValueError, match="backend"):
                 indicators.set_backend(bad)
@@ -565,8 +587,9 @@ class TestBackendChoice:
                 rsi(pd.Series(close), 14)
             with pytest.raises(ImportError, match="numba RSI backend is not available"):
                 rsi_values(close, 14)
-        # "auto" falls back to numpy silently, with a DEBUG record saying why
+        # "auto", for a call big enough to load numba, falls back to numpy silently, with a DEBUG record why
         monkeypatch.setattr(indicators, "_numba_error", None)
+        monkeypatch.setattr(indicators, "AUTO_NUMBA_MIN_VALUES", 0)
         monkeypatch.setenv("CRYPTORSI_RSI_BACKEND", "auto")
         indicators.set_backend(None)
         with caplog.at_level(logging.DEBUG, logger="cryptorsi.indicators"):

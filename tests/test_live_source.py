@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -14,7 +15,7 @@ import pytest
 from cryptorsi.errors import SourceError, SourceUnavailable
 from cryptorsi.market import TIMEFRAMES, Market
 from cryptorsi.sources.budget import WeightBudget
-from cryptorsi.sources.live import LiveSource
+from cryptorsi.sources.live import LiveSource, _check_page, _compact_kline_array, _KlinesText
 from cryptorsi.testing.exchange_server import ExchangeMarket, ExchangeServer, Faults, synthetic_market
 
 NOW = 1_700_000_000_000 + 1_234_567  # mid-candle for every timeframe
@@ -220,6 +221,58 @@ def test_candles_paging_is_exact(server, market, parser):
     assert starts[1:] == [int(t) + H for t in times[999:8000:1000]]
     assert all(r.params["limit"] == "1000" and r.params["endTime"] == str(NOW - 1) for r in pages)
     src.close()
+
+
+def as_ccxt_would_parse(body: str):
+    """What ccxt hands back for a body without cryptorsi's hook: the JSON value, or the text when it is not JSON."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body
+
+
+def test_a_compact_klines_body_is_read_exactly_in_one_pass(market):
+    body = "[" + ",".join(market.kline_rows("C001USDC", "1h", START, None, 1000, NOW)) + "]"
+    fast = _compact_kline_array(body)
+    assert fast is not None and fast.shape == (1000, 6)
+    # every value exactly as float() reads its string (the first field is the open time, an integer)
+    want = np.array([[float(v) for v in row[:6]] for row in json.loads(body)])
+    np.testing.assert_array_equal(fast, want)
+    problem, page = _check_page(_KlinesText(body), None, START, H, 0)
+    assert problem is None
+    np.testing.assert_array_equal(page, want)
+
+
+ROW = '[1700000000000,"1.5","2.5","1.0","2.0","10.0",1700003599999,"15.0",3,"5.0","7.5","0"]'
+ROW2 = ROW.replace("1700000000000", "1700003600000")
+
+
+@pytest.mark.parametrize("body", [
+    f"[{ROW},{ROW2}]",  # compact: read as CSV
+    f"[{ROW}, {ROW2}]",  # spaces: parsed as JSON
+    f"[\n  {ROW},\n  {ROW2}\n]",  # pretty-printed
+    f"[{ROW.replace(chr(34), '')},{ROW2.replace(chr(34), '')}]",  # numbers, not strings
+    f'[{ROW},[1700003600000,"1.5","2.5","1.0","2.0"]]',  # a short row
+    f'[[1700000000000,"1.5","2.5","1.0","2.0","10.0"],{ROW2}]',  # a short first row, then a long one
+    f'[{ROW},{ROW2.replace(chr(34) + "2.5" + chr(34), chr(34) + "abc" + chr(34))}]',  # not a number
+    f'[{ROW},{ROW2.replace(chr(34) + "2.5" + chr(34), chr(34) + "2,5" + chr(34))}]',  # a comma inside a string
+    f'[{ROW},{ROW2.replace(chr(34) + "2.5" + chr(34), chr(34) + "NaN" + chr(34))}]',  # not finite
+    f'[{ROW},{ROW2.replace(chr(34) + "2.5" + chr(34), "[2.5]")}]',  # nested
+    f"[{ROW},{ROW2}]]",  # trailing garbage
+    f"[{ROW2},{ROW}]",  # not increasing
+    "[[]]", "[]", "[[1,2,3]]", "[[", "]]",
+])
+def test_every_klines_body_gets_the_same_verdict_as_json_parsing(body):
+    """The one-pass reader is only a shortcut: whatever it cannot read plainly goes through JSON, so the page and
+    the reported problem are those of parsing the body as JSON."""
+    got = _check_page(_KlinesText(body), None, 1_600_000_000_000, H, None) if body.startswith("[[") else None
+    want = _check_page(as_ccxt_would_parse(body), None, 1_600_000_000_000, H, None)
+    if got is not None:
+        assert got[0] == want[0]
+        if want[0] is None:
+            np.testing.assert_array_equal(got[1], want[1])
+    if body in (f"[{ROW},{ROW2}]", f"[{ROW.replace(chr(34), '')},{ROW2.replace(chr(34), '')}]", f"[{ROW2},{ROW}]"):
+        assert _compact_kline_array(body) is not None  # the shortcut was taken
 
 
 def test_candles_window_bounds_and_timeframes(source, market):
