@@ -264,6 +264,54 @@ def test_candle_load_window_and_keys(writer, path):
     assert len(store.candles("binance", "ETH/USDC", "1h", end_ms=T0 + 5 * H)) == 5
 
 
+def rows_in_sql(path, exchange, pair, timeframe, lo, hi) -> pd.DataFrame:
+    """The reference: the candle rows themselves, read with plain SQL."""
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT open_time, open, high, low, close, volume FROM candles WHERE exchange = ? AND "
+                            "pair = ? AND timeframe = ? AND open_time >= ? AND open_time < ? ORDER BY open_time",
+                            (exchange, pair, timeframe, lo, hi)).fetchall()
+    a = np.array(rows, dtype=np.float64).reshape(-1, 6)
+    return candles_from_arrays(a[:, 0].astype(np.int64), *(a[:, i] for i in range(1, 6)))
+
+
+def test_a_series_copy_reads_as_its_rows_and_goes_when_they_change(writer, path):
+    frame = candles(1000)
+    frame.iloc[7, frame.columns.get_loc("volume")] = np.nan  # a NULL
+    frame = frame.drop(frame.index[500:510])  # a gap
+    writer.save_candles("binance", "ETH/USDC", "1h", frame)
+    hours = lambda a, b: frame[(frame.index >= pd.Timestamp(T0 + a * H, unit="ms", tz="UTC"))  # noqa: E731
+                               & (frame.index < pd.Timestamp(T0 + b * H, unit="ms", tz="UTC"))]
+    assert writer.save_series_copy("binance", "ETH/USDC", "1h", hours(100, 800))
+    assert not writer.save_series_copy("binance", "ETH/USDC", "1h", hours(200, 300))  # already spanned
+    copies = lambda: writer.conn.execute("SELECT start_time, end_time, n_rows FROM candle_series").fetchall()  # noqa: E731
+    assert copies() == [(T0 + 100 * H, T0 + 799 * H + 1, 690)]
+    windows = [(T0, T0 + 2000 * H), (T0 + 100 * H, T0 + 800 * H), (T0 + 150 * H, T0 + 505 * H),
+               (T0 + 50 * H, T0 + 300 * H), (T0 + 600 * H, T0 + 950 * H), (T0 + 799 * H, T0 + 801 * H),
+               (T0 + 900 * H, T0 + 950 * H), (T0 + 10 * H, T0 + 20 * H)]
+    with CandleCache(path) as cache:
+        for lo, hi in windows:
+            got = cache.load("binance", "ETH/USDC", "1h", lo, hi)
+            pd.testing.assert_frame_equal(got, rows_in_sql(path, "binance", "ETH/USDC", "1h", lo, hi))
+        # rows written inside the copy's span (the gap filled, a candle corrected) retire the copy...
+        filler = candles(10, start=T0 + 500 * H, seed=9)
+        writer.save_candles("binance", "ETH/USDC", "1h", filler)
+        assert copies() == []
+        for lo, hi in windows:
+            got = cache.load("binance", "ETH/USDC", "1h", lo, hi)
+            pd.testing.assert_frame_equal(got, rows_in_sql(path, "binance", "ETH/USDC", "1h", lo, hi))
+        # ...rows outside it do not; a wider window replaces it
+        writer.save_series_copy("binance", "ETH/USDC", "1h", cache.load("binance", "ETH/USDC", "1h", T0, T0 + 500 * H))
+        writer.save_candles("binance", "ETH/USDC", "1h", candles(5, start=T0 + 1000 * H, seed=4))
+        assert copies() == [(T0, T0 + 499 * H + 1, 500)]
+        whole = cache.load("binance", "ETH/USDC", "1h", T0, T0 + 2000 * H)
+        assert writer.save_series_copy("binance", "ETH/USDC", "1h", whole)
+        assert copies() == [(T0, T0 + 1004 * H + 1, 1005)]
+        for lo, hi in windows:
+            got = cache.load("binance", "ETH/USDC", "1h", lo, hi)
+            pd.testing.assert_frame_equal(got, rows_in_sql(path, "binance", "ETH/USDC", "1h", lo, hi))
+        assert cache.load("binance", "ETH/USDC", "4h", T0, T0 + 2000 * H).empty  # other series: no copy, no rows
+
+
 # ---------------------------------------------------------------------------------------------- RSI
 def test_rsi_blob_round_trip_is_exact(writer, path):
     extremes = [0.0, 100.0, -0.0, np.nan, np.inf, -np.inf, 5e-324, np.finfo(float).tiny, np.finfo(float).max,
@@ -573,8 +621,8 @@ def test_correlation_metrics_round_trip_and_schema_2_files_migrate(tmp_path):
     conn.execute("INSERT INTO cryptorsi_meta VALUES ('application', 'cryptorsi'), ('schema_version', '2')")
     conn.commit()
     conn.close()
-    db = open_database(str(path))  # migrates 2 -> 3
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    db = open_database(str(path))  # migrates 2 -> 3 -> 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     writer = SessionWriter(db)
     writer.start_session("s1", pd.Timestamp("2025-01-01", tz="UTC"), {"timeframes": ["1h"]})
     metrics = {"best_lag": 3, "best_lag_correlation": -0.5, "stability": 0.25, "n_eff": 41.5, "p_value": 1e-300,

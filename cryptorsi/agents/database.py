@@ -91,9 +91,10 @@ class DatabaseManager(QueueWorkerThread):
         elif isinstance(event, TopCoinsFetched):
             self._writer.save_universe(event.session_id, event.listings, event.excluded)
         elif isinstance(event, HistoricalPricesFetched):
+            listing = event.listing
             if len(event.uncached):
-                listing = event.listing
                 self._writer.save_candles(listing.exchange, listing.pair, event.timeframe, event.uncached)
+            self._writer.save_series_copy(listing.exchange, listing.pair, event.timeframe, event.candles)
             self._count("prices", event)
         elif isinstance(event, RSICalculated):
             self._writer.save_rsi(event.session_id, event.listing.coin_id, event.timeframe, event.period,

@@ -339,20 +339,66 @@ def load_candles(conn: sqlite3.Connection, exchange: str, pair: str, timeframe: 
                  start_ms: int | None = None, end_ms: int | None = None) -> pd.DataFrame:
     """Cached candles with open time in ``[start_ms, end_ms)`` (``None``: unbounded), as a candle frame.
 
-    One range scan of the primary key; the rows go straight into one float64 array (open times in ms
-    are integers far below 2**53, so they survive the float64 round trip exactly). Most of the time
-    goes into the ``sqlite3`` module making the row tuples, which no other way of reading rows avoids.
+    The part of the window that the series' copy (``candle_series``) spans comes from that one BLOB; the rest
+    (all of it when there is no copy) from the rows, in one range scan of the primary key each. Call it inside
+    a read transaction (:func:`read_transaction`) so that the copy and the rows are of the same moment.
     """
     lo = _MIN_MS if start_ms is None else int(start_ms)
     hi = _MAX_MS if end_ms is None else int(end_ms)
+    parts = []
+    copy = _load_series_copy(conn, exchange, pair, timeframe, lo, hi)
+    if copy is None:
+        parts.append(_load_candle_rows(conn, exchange, pair, timeframe, lo, hi))
+    else:
+        table, copy_lo, copy_hi = copy
+        if lo < copy_lo:
+            parts.append(_load_candle_rows(conn, exchange, pair, timeframe, lo, copy_lo))
+        parts.append(table)
+        if copy_hi < hi:
+            parts.append(_load_candle_rows(conn, exchange, pair, timeframe, copy_hi, hi))
+    table = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if not len(table):
+        return empty_candles()
+    return candles_from_arrays(table[:, 0].astype(np.int64), *(table[:, i] for i in range(1, 6)))
+
+
+def _load_candle_rows(conn: sqlite3.Connection, exchange: str, pair: str, timeframe: str, lo: int,
+                      hi: int) -> np.ndarray:
+    """The rows with open time in ``[lo, hi)`` as an (n, 6) array. The rows go straight into one float64 array
+    (open times in ms are integers far below 2**53: exact in float64); most of the time goes into the
+    ``sqlite3`` module making the row tuples, which no other way of reading rows avoids."""
     rows = conn.execute(_LOAD_CANDLES, (exchange, pair, timeframe, lo, hi)).fetchall()
     if not rows:
-        return empty_candles()
+        return np.empty((0, 6))
     try:  # the fastest way from row tuples to one array
-        table = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=6 * len(rows)).reshape(-1, 6)
+        return np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=6 * len(rows)).reshape(-1, 6)
     except TypeError:  # a NULL (a NaN that was stored): np.array turns None into NaN
-        table = np.array(rows, dtype=np.float64)
-    return candles_from_arrays(table[:, 0].astype(np.int64), *(table[:, i] for i in range(1, 6)))
+        return np.array(rows, dtype=np.float64)
+
+
+def _load_series_copy(conn: sqlite3.Connection, exchange: str, pair: str, timeframe: str, lo: int,
+                      hi: int) -> tuple[np.ndarray, int, int] | None:
+    """The rows of the series' copy with open time in ``[lo, hi)`` and the part of the window the copy spans,
+    ``(table, max(lo, start), min(hi, end))``; None without a copy that meets the window."""
+    try:
+        found = conn.execute(_LOAD_SERIES, (exchange, pair, timeframe, hi, lo)).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # a database of schema < 4, read-only
+            return None
+        raise
+    if found is None:
+        return None
+    start, end, n_rows, data = found
+    table = np.frombuffer(data, dtype="<f8").reshape(n_rows, 6)
+    times = table[:, 0]
+    a, b = np.searchsorted(times, max(lo, start)), np.searchsorted(times, min(hi, end))
+    return table[a:b].astype(np.float64), max(lo, int(start)), min(hi, int(end))
+
+
+_LOAD_SERIES = (
+    "SELECT start_time, end_time, n_rows, data FROM candle_series "
+    "WHERE exchange = ? AND pair = ? AND timeframe = ? AND start_time < ? AND end_time > ?"
+)
 
 
 _LOAD_COVERAGE = (
@@ -411,6 +457,9 @@ _UPSERT_CANDLE = (
     "open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close, volume = excluded.volume"
 )
 
+
+_DROP_SERIES_COPY = ("DELETE FROM candle_series WHERE exchange = ? AND pair = ? AND timeframe = ? "
+                     "AND start_time <= ? AND end_time > ?")
 
 #: rows per INSERT statement when saving candles: one statement binds many rows, with the series' key (?1-?3)
 #: bound once, so that SQLite (which releases the GIL while it steps) does more of the work and the Python loop
@@ -533,9 +582,33 @@ class SessionWriter:
             if n > bulk:  # the rest, one row a statement
                 conn.executemany(_UPSERT_CANDLE, zip(repeat(exchange), repeat(pair), repeat(timeframe),
                                                      times[bulk:], *(c[bulk:] for c in columns)))
+            if n:  # the series' copy no longer tells every row of its span
+                conn.execute(_DROP_SERIES_COPY, (exchange, pair, timeframe, max(times), min(times)))
             if covered:
                 _record_coverage(conn, exchange, pair, timeframe, covered)
         return n
+
+    def save_series_copy(self, exchange: str, pair: str, timeframe: str, candles: pd.DataFrame) -> bool:
+        """Keep ``candles`` — every cached candle of the series from its first open time to its last, as the
+        fetcher hands over a window — as the series' copy for fast reads (``candle_series``), unless the copy
+        there already spans them. True when written. Call it after their rows are saved."""
+        n = len(candles)
+        if n == 0:
+            return False
+        times = index_ms(candles.index)
+        start, end = int(times[0]), int(times[-1]) + 1
+        key = (exchange, pair, timeframe)
+        with self._transaction() as conn:
+            if conn.execute("SELECT 1 FROM candle_series WHERE exchange = ? AND pair = ? AND timeframe = ? "
+                            "AND start_time <= ? AND end_time >= ?", (*key, start, end)).fetchone():
+                return False
+            table = np.empty((n, 6), dtype="<f8")
+            table[:, 0] = times
+            for i, column in enumerate(CANDLE_COLUMNS, start=1):
+                table[:, i] = candles[column].to_numpy(dtype=np.float64, na_value=np.nan)
+            conn.execute("INSERT OR REPLACE INTO candle_series (exchange, pair, timeframe, start_time, end_time, "
+                         "n_rows, data) VALUES (?, ?, ?, ?, ?, ?, ?)", (*key, start, end, n, table.tobytes()))
+        return True
 
     def save_coverage(self, exchange: str, pair: str, timeframe: str, spans) -> None:
         """Record that the cache holds every candle of ``spans`` ``[(start_ms, end_ms), ...]`` (merged)."""

@@ -28,6 +28,13 @@ open_times, rsi_values)``
     candle the exchange has: what a fetch asked for and got a complete answer to, merged into disjoint
     spans. A span may hold no candle at all (before a late listing, after a delisting): that is what
     keeps such a span from being asked again. Written in the transaction that saves the candles.
+``candle_series(exchange, pair, timeframe, start_time, end_time, n_rows, data)`` (schema 4)
+    a copy of one series of the candle cache, for reading it fast: every cached candle with open time in
+    ``[start_time, end_time)``, as one little-endian BLOB of ``n_rows x 6`` float64 values (open time, open,
+    high, low, close, volume, row by row). Reading 8,400 candles as rows costs ~12 ms of ``sqlite3`` making
+    row tuples; as this BLOB, ~0.1 ms: it is what makes a re-run on a warm cache quick. The ``candles`` rows
+    stay the reference: a transaction that writes rows of a series inside its copy's span deletes the copy,
+    and the copy is written again from the next complete window of that series. One copy per series.
 ``correlations(session_id, coin_id, timeframe, correlation, n_points, best_lag, best_lag_correlation,
 stability, n_eff, p_value, ci_low, ci_high, return_correlation)`` (the last eight: schema 3) and
 ``failures(session_id, coin_id, symbol, timeframe, stage, reason)``
@@ -50,7 +57,7 @@ import sqlite3
 __all__ = ["SCHEMA_VERSION", "APPLICATION_ID", "APPLICATION", "META_TABLE", "STATUSES", "migrate"]
 
 #: Version of the schema this code writes; ``PRAGMA user_version`` of a current database.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: ``PRAGMA application_id``: "CRSI" as a big-endian 32-bit integer.
 APPLICATION_ID = 0x43525349
 #: Value of the ``application`` row of the meta table.
@@ -157,7 +164,21 @@ _V3 = [
       for name in ("best_lag_correlation", "stability", "n_eff", "p_value", "ci_low", "ci_high", "return_correlation")),
 ]
 
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3}
+# Schema 4: a copy of each candle series as one BLOB, for reading it fast (see the module docstring).
+_V4 = [
+    """CREATE TABLE candle_series (
+        exchange   TEXT NOT NULL,
+        pair       TEXT NOT NULL,
+        timeframe  TEXT NOT NULL,
+        start_time INTEGER NOT NULL,
+        end_time   INTEGER NOT NULL CHECK (end_time > start_time),
+        n_rows     INTEGER NOT NULL,
+        data       BLOB NOT NULL,
+        PRIMARY KEY (exchange, pair, timeframe)
+    )""",
+]
+
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 
 
 def migrate(conn: sqlite3.Connection, from_version: int) -> None:
