@@ -40,6 +40,7 @@ from cryptorsi.errors import SourceError, SourceUnavailable
 from cryptorsi.market import Coin, Market, candles_from_arrays, empty_candles, timeframe_ms
 from cryptorsi.sources.base import MarketSource
 from cryptorsi.sources.budget import BudgetClosed, WeightBudget
+from cryptorsi.sources.page_parser import PageParserProcess
 
 __all__ = ["LiveSource", "BINANCE_URL", "COINGECKO_URL", "COINGECKO_PRO_URL"]
 
@@ -50,6 +51,9 @@ COINGECKO_URL = "https://api.coingecko.com"
 COINGECKO_PRO_URL = "https://pro-api.coingecko.com"
 KLINES_LIMIT = 1000
 KLINES_WEIGHT = 2
+#: klines pages read in the fetch threads before the page-reading helper process is started (a small run never
+#: starts it: see cryptorsi.sources.page_parser)
+PAGE_PARSER_AFTER = 40
 EXCHANGE_INFO_WEIGHT = 20
 TIME_WEIGHT = 1
 _SUGGEST = "try --source sample or --source cache"
@@ -123,7 +127,8 @@ class LiveSource(MarketSource):
     ``top_coins``/``markets`` keep retrying an unreachable host), ``coingecko_plan`` (``"demo"`` or ``"pro"``;
     default: pro for the pro host), ``vs_currency`` (CoinGecko's market-cap currency), ``ohlcv_parser``
     (``"numpy"``: ccxt's ``publicGetKlines`` — the request ``fetch_ohlcv`` sends — parsed with numpy, 5x less
-    CPU; ``"ccxt"``: ``fetch_ohlcv`` itself).
+    CPU; ``"ccxt"``: ``fetch_ohlcv`` itself), ``page_parser`` (read pages in a helper process once a run has
+    asked for more than ``PAGE_PARSER_AFTER`` of them, see :mod:`cryptorsi.sources.page_parser`).
     """
 
     name = "live"
@@ -149,6 +154,7 @@ class LiveSource(MarketSource):
         coingecko_plan: str | None = None,
         vs_currency: str = "usd",
         ohlcv_parser: str = "numpy",
+        page_parser: bool = True,
     ):
         self.binance_url = (binance_url or BINANCE_URL).rstrip("/")
         key = coingecko_api_key if coingecko_api_key is not None else os.environ.get("COINGECKO_API_KEY") or None
@@ -189,6 +195,7 @@ class LiveSource(MarketSource):
                        "errors": 0, "candles": 0, "coingecko_requests": 0, "coingecko_rate_limited": 0,
                        "empty_pages": 0}
         self._cg = self._make_coingecko(key, plan)
+        self._page_parser = PageParserProcess() if page_parser else None
         self._cg_lock = threading.Lock()
         self._cg_last: dict[str, Any] = {}
         self._redact = key  # only used to scrub messages; never printed
@@ -581,13 +588,26 @@ class LiveSource(MarketSource):
             finally:
                 if on_request is not None:
                     on_request()
-            problem, page = _check_page(raw, rows, since, tf, grid)
+            problem, page = _check_page(raw, rows, since, tf, grid, self._read_compact)
             if problem:
                 raise _Retry(f"malformed klines page at {pd.Timestamp(since, unit='ms', tz='UTC')}: {problem}",
                              "malformed")
             return len(page), page[page[:, 0] < end_ms]
 
         return self._retrying(attempt, host=self._binance_host, what=what)
+
+    def _read_compact(self, text: str) -> np.ndarray | None:
+        """A compact klines body read by the helper process when it can, else here (see _compact_kline_array)."""
+        helper = self._page_parser
+        if helper is not None:
+            with self._lock:
+                pages = self._stats["klines_requests"]
+            if pages > PAGE_PARSER_AFTER:
+                helper.start()
+                table = helper.parse(text)
+                if table is not None:
+                    return table
+        return _compact_kline_array(text)
 
     # =========================================================================================== retries
     def _retrying(self, attempt: Callable[[], Any], *, host: str, what: str | None = None,
@@ -675,7 +695,8 @@ class LiveSource(MarketSource):
     # =========================================================================================== admin
     def stats(self) -> dict:
         """Counters for a progress display: requests (Binance), klines_requests, weight used, retries,
-        rate_limited (429s), banned (418s), errors, candles, coingecko_requests, and the budget's state."""
+        rate_limited (429s), banned (418s), errors, candles, coingecko_requests, the budget's state, and
+        pages_read_by_helper (see :mod:`cryptorsi.sources.page_parser`)."""
         budget = self._budget.snapshot()
         with self._lock:
             out = dict(self._stats)
@@ -686,6 +707,7 @@ class LiveSource(MarketSource):
         out["budget_waits"] = budget["waits"]
         out["paused_s"] = round(budget["paused_s"], 3)
         out["paused"] = budget["paused"]
+        out["pages_read_by_helper"] = self._page_parser.parsed if self._page_parser is not None else 0
         return out
 
     def close(self) -> None:
@@ -694,6 +716,8 @@ class LiveSource(MarketSource):
         self._budget.close()
         with self._lock:
             exchanges, self._exchanges = self._exchanges, []
+        if self._page_parser is not None:
+            self._page_parser.close()
         for ex in exchanges:
             try:
                 ex.session.close()
@@ -822,16 +846,17 @@ def _kline_array(raw: list) -> np.ndarray:
     return np.array([cols[0]] + [list(map(float, cols[k])) for k in range(1, 6)], dtype=np.float64).T.copy()
 
 
-def _check_page(raw: Any, rows: list | None, since: int, tf: int,
-                grid: int | None) -> tuple[str | None, np.ndarray]:
+def _check_page(raw: Any, rows: list | None, since: int, tf: int, grid: int | None,
+                read_compact: Callable[[str], np.ndarray | None] | None = None) -> tuple[str | None, np.ndarray]:
     """Check a klines page and return ``(problem or None, array of [open_ms, o, h, l, c, v] rows)``.
 
     The raw body must be a list of kline rows of numbers, finite, with open times strictly increasing, not before
     ``since``, on the grid ``grid + k * tf`` (``None``: the first row's phase), and sane prices (low > 0,
     low <= open, close <= high, volume >= 0). ``raw`` may be a :class:`_KlinesText` (the body, not parsed yet);
-    ``rows`` are ccxt's parsed rows when ccxt parsed the page (else the raw rows are parsed here)."""
+    ``rows`` are ccxt's parsed rows when ccxt parsed the page (else the raw rows are parsed here);
+    ``read_compact`` reads a compact body (default :func:`_compact_kline_array`)."""
     empty = np.empty((0, 6))
-    a = _compact_kline_array(raw.text) if isinstance(raw, _KlinesText) else None
+    a = (read_compact or _compact_kline_array)(raw.text) if isinstance(raw, _KlinesText) else None
     if a is None:
         if isinstance(raw, _KlinesText):
             try:
