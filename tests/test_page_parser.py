@@ -49,7 +49,8 @@ def test_busy_unready_failed_or_closed_means_read_it_yourself(market, helper):
     body = body_of(market, market.symbols[0]["symbol"], "1d", market.now() - 30 * 86_400_000)
     assert helper.parse(body) is None  # not started
     assert helper.wait_ready(60)
-    with helper._lock:  # another thread's page in progress
+    helper.busy_wait_s = 0.05
+    with helper._lock:  # another thread's page in progress, for longer than the caller waits
         assert helper.parse(body) is None
     assert helper.parse(body) is not None
     helper._proc.kill()  # the helper dies: the next page is read elsewhere, and so is every later one

@@ -6,8 +6,9 @@ starts one helper interpreter (``python -m cryptorsi.sources.page_parser``: a pl
 ``multiprocessing`` re-import of the user's ``__main__``) that reads compact pages with the very same function,
 :func:`cryptorsi.sources.live._compact_kline_array`, and hands the arrays back over its pipes, bit for bit.
 
-It is an optimisation only: until the helper has said it is ready, when it is busy with another thread's page,
-when it cannot read a page plainly, or once it has failed, the page is read in the calling thread instead.
+It is an optimisation only: until the helper has said it is ready, when it stays busy with other threads' pages
+for ``busy_wait_s``, when it cannot read a page plainly, or once it has failed, the page is read in the calling
+thread instead.
 :meth:`PageParserProcess.close` ends it (stdin closed, then terminate/kill, each wait bounded).
 
 Protocol: the parent writes ``<u8 length><body>``; the helper answers ``<i8 rows><rows * 6 float64>`` (``-1``:
@@ -34,8 +35,9 @@ _ROWS = struct.Struct("<q")
 class PageParserProcess:
     """One helper process reading compact klines pages (see the module docstring). Thread-safe."""
 
-    def __init__(self, close_timeout_s: float = 5.0):
+    def __init__(self, close_timeout_s: float = 5.0, busy_wait_s: float = 1.0):
         self.close_timeout_s = float(close_timeout_s)
+        self.busy_wait_s = float(busy_wait_s)
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._ready = False
@@ -62,8 +64,10 @@ class PageParserProcess:
     def parse(self, text: str) -> np.ndarray | None:
         """The (n, 6) array of a compact page read by the helper, or None when it did not read it (not ready,
         busy, not plainly readable, failed): then the caller reads it itself."""
-        if not self._lock.acquire(blocking=False):
-            return None  # busy with another thread's page: reading it here is as quick as waiting
+        # waiting for the helper (GIL released) is better than reading here (GIL held) while it is busy with
+        # another thread's page; a helper that stays busy that long is not waited for
+        if not self._lock.acquire(timeout=self.busy_wait_s):
+            return None
         try:
             proc = self._proc
             if proc is None or self._failed or self._closed or not self._is_ready(proc):
