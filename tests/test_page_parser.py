@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import time
+
 import numpy as np
 import pytest
 
@@ -60,6 +63,20 @@ def test_busy_unready_failed_or_closed_means_read_it_yourself(market, helper):
     helper.close()
     assert proc.poll() is not None and helper.parse(body) is None
     helper.close()  # idempotent
+
+
+@pytest.mark.parametrize("interval", ["1d", "1h"])  # a small page fits in the pipe, a 1,000-row one does not
+def test_a_helper_that_stops_answering_is_given_up_on(market, helper, interval):
+    body = body_of(market, market.symbols[0]["symbol"], interval, market.now() - 300 * 86_400_000)
+    assert helper.wait_ready(60)
+    helper.answer_timeout_s = 0.5
+    helper._proc.send_signal(signal.SIGSTOP)  # alive, but silent
+    t0 = time.monotonic()
+    assert helper.parse(body) is None
+    assert time.monotonic() - t0 < 5
+    assert helper.parse(body) is None  # not asked again
+    helper.close()
+    assert helper._proc is None
 
 
 def test_close_ends_an_idle_helper(helper):

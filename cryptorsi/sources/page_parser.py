@@ -23,6 +23,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 
@@ -35,9 +36,10 @@ _ROWS = struct.Struct("<q")
 class PageParserProcess:
     """One helper process reading compact klines pages (see the module docstring). Thread-safe."""
 
-    def __init__(self, close_timeout_s: float = 5.0, busy_wait_s: float = 1.0):
+    def __init__(self, close_timeout_s: float = 5.0, busy_wait_s: float = 1.0, answer_timeout_s: float = 30.0):
         self.close_timeout_s = float(close_timeout_s)
         self.busy_wait_s = float(busy_wait_s)
+        self.answer_timeout_s = float(answer_timeout_s)  # a page takes ~2 ms: a helper this late is stuck
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._ready = False
@@ -60,6 +62,8 @@ class PageParserProcess:
                                                   stderr=subprocess.DEVNULL, bufsize=0, env=env)
                 except OSError:
                     self._failed = True
+                    return
+                os.set_blocking(self._proc.stdin.fileno(), False)  # writes wait in select(), with a deadline
 
     def parse(self, text: str) -> np.ndarray | None:
         """The (n, 6) array of a compact page read by the helper, or None when it did not read it (not ready,
@@ -74,13 +78,16 @@ class PageParserProcess:
                 return None
             try:
                 body = text.encode()
-                _write_all(proc.stdin, _LEN.pack(len(body)) + body)
-                (rows,) = _ROWS.unpack(_read_exactly(proc.stdout, _ROWS.size))
+                deadline = time.monotonic() + self.answer_timeout_s
+                _write_all(proc.stdin, _LEN.pack(len(body)) + body, deadline)
+                (rows,) = _ROWS.unpack(_read_exactly(proc.stdout, _ROWS.size, deadline))
                 if rows < 0:
                     return None
-                data = _read_exactly(proc.stdout, rows * 48)
-            except (OSError, ValueError, EOFError):
-                self._failed = True
+                data = _read_exactly(proc.stdout, rows * 48, deadline)
+            except (OSError, ValueError, EOFError, TimeoutError):
+                self._failed = True  # and for good: a helper that broke or hangs is not asked again
+                if proc.poll() is None:
+                    proc.kill()
                 return None
             self.parsed += 1
             return np.frombuffer(data, dtype="<f8").reshape(rows, 6).astype(np.float64)
@@ -106,15 +113,23 @@ class PageParserProcess:
         return True
 
     def close(self) -> None:
-        """End the helper: its stdin closed (it exits), else terminated, else killed; bounded waits."""
-        with self._lock:
-            self._closed = True
-            proc, self._proc = self._proc, None
+        """End the helper: its stdin closed (it exits), else terminated, else killed; bounded waits. A thread
+        still waiting for an answer gets none (None: it reads its page itself)."""
+        self._closed = True  # start() makes no helper from now on
+        # a thread reading an answer holds the lock for at most answer_timeout_s; ending the helper ends that too
+        locked = self._lock.acquire(timeout=self.close_timeout_s)
+        try:
+            proc = self._proc
+            if locked:
+                self._proc = None
+        finally:
+            if locked:
+                self._lock.release()
         if proc is None:
             return
         try:
             proc.stdin.close()
-        except OSError:
+        except (OSError, ValueError):
             pass
         for stop in (None, proc.terminate, proc.kill):
             if stop is not None:
@@ -124,18 +139,27 @@ class PageParserProcess:
                 break
             except subprocess.TimeoutExpired:
                 continue
-        proc.stdout.close()
+        if locked:
+            proc.stdout.close()
 
 
-def _write_all(stream, data: bytes) -> None:
+def _write_all(stream, data: bytes, deadline: float) -> None:
+    """Write to a non-blocking pipe, waiting at most until ``deadline`` (a helper that stopped reading)."""
     view = memoryview(data)
     while view:
-        view = view[stream.write(view):]
+        _, writable, _ = select.select([], [stream], [], max(0.0, deadline - time.monotonic()))
+        if not writable:
+            raise TimeoutError("the page reader does not read")
+        view = view[stream.write(view) or 0:]
 
 
-def _read_exactly(stream, n: int) -> bytes:
+def _read_exactly(stream, n: int, deadline: float | None = None) -> bytes:
     chunks, left = [], n
     while left:
+        if deadline is not None:
+            readable, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
+            if not readable:
+                raise TimeoutError("the page reader did not answer")
         chunk = stream.read(left)
         if not chunk:
             raise EOFError("the page reader ended")
