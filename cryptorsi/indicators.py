@@ -858,6 +858,11 @@ def get_backend() -> str:
 # public API
 
 
+def no_rsi_reason(period: int, n_candles: int) -> str:
+    """Why a series has no RSI: fewer than ``period + 1`` candles (the reason a failure row gives)."""
+    return f"too few candles for RSI({period}): {n_candles} candles"
+
+
 def rsi_values(values: np.ndarray, period: int = 14, method: str = "wilder") -> np.ndarray:
     """RSI of a 1-D float array with no missing value (the kernel behind :func:`rsi`).
 

@@ -114,6 +114,8 @@ from cryptorsi.market import timeframe_ms
 
 __all__ = [
     "lag_profile",
+    "session_lag_profile",
+    "session_rolling_correlation",
     "best_lag",
     "rolling_correlation",
     "default_rolling_window",
@@ -734,6 +736,18 @@ def stability(rolling: pd.Series | np.ndarray, threshold: float) -> float:
     if v.size == 0:
         return math.nan
     return float(np.count_nonzero(np.abs(v) >= t) / v.size)
+
+
+def session_lag_profile(coin_rsi: pd.Series, benchmark_rsi: pd.Series, timeframe: str, config) -> pd.Series:
+    """:func:`lag_profile` with an analysis' parameters (``config``: an AnalysisConfig): its ``max_lag`` and
+    ``min_overlap``, lags in candles of ``timeframe``."""
+    return lag_profile(coin_rsi, benchmark_rsi, timeframe_ms(timeframe), config.max_lag, config.min_overlap)
+
+
+def session_rolling_correlation(coin_rsi: pd.Series, benchmark_rsi: pd.Series, timeframe: str, config) -> pd.Series:
+    """:func:`rolling_correlation` over an analysis' window (``config.rolling_window``, else the default one of
+    ``timeframe``)."""
+    return rolling_correlation(coin_rsi, benchmark_rsi, config.rolling_window or default_rolling_window(timeframe))
 
 
 # ------------------------------------------------------------------------------------------ significance

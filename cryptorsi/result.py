@@ -91,18 +91,17 @@ class AnalysisResult:
 
         >>> result.lag_profile("ETH", "1h").idxmax()   # doctest: +SKIP
         """
-        from cryptorsi.leadlag import lag_profile
-        from cryptorsi.market import timeframe_ms
+        from cryptorsi.leadlag import session_lag_profile
 
-        coin, bench = self.rsi(symbol, timeframe), self.rsi(self.config.benchmark, timeframe)
-        return lag_profile(coin, bench, timeframe_ms(timeframe), self.config.max_lag, self.config.min_overlap)
+        return session_lag_profile(self.rsi(symbol, timeframe), self.rsi(self.config.benchmark, timeframe), timeframe,
+                                   self.config)
 
     def rolling_correlation(self, symbol: str, timeframe: str) -> pd.Series:
         """Pearson of the coin's and BTC's RSI over a trailing window of common candles, indexed by time."""
-        from cryptorsi.leadlag import default_rolling_window, rolling_correlation
+        from cryptorsi.leadlag import session_rolling_correlation
 
-        window = self.config.rolling_window or default_rolling_window(timeframe)
-        return rolling_correlation(self.rsi(symbol, timeframe), self.rsi(self.config.benchmark, timeframe), window)
+        return session_rolling_correlation(self.rsi(symbol, timeframe), self.rsi(self.config.benchmark, timeframe),
+                                           timeframe, self.config)
 
     def prices(self, symbol: str, timeframe: str) -> pd.DataFrame:
         """The coin's candles (open, high, low, close, volume) over the analysis window."""
@@ -136,7 +135,7 @@ class AnalysisResult:
     # ------------------------------------------------------------------ internals
     def _recompute(self, config: AnalysisConfig) -> "AnalysisResult":
         from cryptorsi.agents.analysis_job import analyze_timeframe
-        from cryptorsi.indicators import rsi
+        from cryptorsi.indicators import no_rsi_reason, rsi
 
         coins = self.universe.set_index("coin_id")
         benchmark = coins.index[coins["symbol"] == config.benchmark][0]
@@ -150,7 +149,7 @@ class AnalysisResult:
             rsi_frames[timeframe] = frame = frame.loc[:, has_rsi]
             for coin_id in has_rsi.index[~has_rsi]:
                 failures.append({"coin_id": coin_id, "symbol": coins.loc[coin_id, "symbol"], "timeframe": timeframe,
-                                 "stage": "rsi", "reason": f"too few candles for RSI({config.rsi_period})"})
+                                 "stage": "rsi", "reason": no_rsi_reason(config.rsi_period, closes[coin_id].count())})
             if benchmark not in frame:
                 reason = f"benchmark {config.benchmark} has no {timeframe} RSI"
                 failures += [{"coin_id": c, "symbol": coins.loc[c, "symbol"], "timeframe": timeframe,

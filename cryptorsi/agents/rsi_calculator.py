@@ -21,11 +21,11 @@ class RSICalculator(QueueWorkerThread):
         self.serve(CalculateRSIRequested, self._calculate, self._failed)
 
     def _calculate(self, event: CalculateRSIRequested) -> None:
-        from cryptorsi.indicators import rsi
+        from cryptorsi.indicators import no_rsi_reason, rsi
 
         values = rsi(event.close, period=event.period, method=event.method).dropna()
         if values.empty:  # an expected outcome, not an error: no traceback in the log
-            self._failed(event, ValueError(f"too few candles for RSI({event.period}): {event.close.count()} candles"))
+            self._failed(event, ValueError(no_rsi_reason(event.period, event.close.count())))
             return
         values.name = "rsi"
         self.publish(RSICalculated(event.session_id, event.listing, event.timeframe, values, event.period,

@@ -197,18 +197,18 @@ class Store:
     def lag_profile(self, symbol: str, timeframe: str, session_id: str | None = None) -> pd.Series:
         """Correlation of the coin's stored RSI at t with the benchmark's at t - k candles, indexed by lag k
         (-max_lag..+max_lag of the session; +k: the coin follows the benchmark)."""
-        from cryptorsi.leadlag import lag_profile
+        from cryptorsi.leadlag import session_lag_profile
 
         config, coin, bench = self._with_benchmark(symbol, timeframe, session_id)
-        return lag_profile(coin, bench, timeframe_ms(timeframe), config.max_lag, config.min_overlap)
+        return session_lag_profile(coin, bench, timeframe, config)
 
     def rolling_correlation(self, symbol: str, timeframe: str, session_id: str | None = None) -> pd.Series:
         """Pearson of the coin's and the benchmark's stored RSI over the session's trailing window of
         common candles, indexed by the window's last open time."""
-        from cryptorsi.leadlag import default_rolling_window, rolling_correlation
+        from cryptorsi.leadlag import session_rolling_correlation
 
         config, coin, bench = self._with_benchmark(symbol, timeframe, session_id)
-        return rolling_correlation(coin, bench, config.rolling_window or default_rolling_window(timeframe))
+        return session_rolling_correlation(coin, bench, timeframe, config)
 
     def _with_benchmark(self, symbol: str, timeframe: str, session_id: str | None):
         with self._read() as conn:
