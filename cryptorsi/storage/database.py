@@ -685,14 +685,8 @@ class CandleCache:
         return self._conn
 
     def load(self, exchange: str, pair: str, timeframe: str, start_ms: int, end_ms: int) -> pd.DataFrame:
-        """Cached candles with open time in ``[start_ms, end_ms)``, oldest first."""
-        conn = self._connection()
-        if conn is None:
-            return empty_candles()
-        try:
-            return load_candles(conn, exchange, pair, timeframe, start_ms, end_ms)
-        except sqlite3.DatabaseError as exc:
-            raise DatabaseError(f"{self.path}: cannot read candles: {exc}") from None
+        """Cached candles with open time in ``[start_ms, end_ms)``, oldest first (one read snapshot)."""
+        return self.load_window(exchange, pair, timeframe, start_ms, end_ms)[0]
 
     def load_window(self, exchange: str, pair: str, timeframe: str, start_ms: int,
                     end_ms: int) -> tuple[pd.DataFrame, list[tuple[int, int]]]:
