@@ -1,7 +1,5 @@
 """``python -m cryptorsi`` is the ``cryptorsi`` command."""
 
-import sys
+from cryptorsi.cli import console_main
 
-from cryptorsi.cli import main
-
-sys.exit(main())
+console_main()

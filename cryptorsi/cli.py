@@ -8,9 +8,12 @@ traceback only with ``--verbose``).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
+import os
 import sys
+import threading
 from collections.abc import Sequence
 
 __all__ = ["main"]
@@ -115,7 +118,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def console_main() -> None:
+    """The ``cryptorsi`` command (and ``python -m cryptorsi``): :func:`main`, then a quick exit.
+
+    By the time ``main`` returns, every agent thread is joined and every database closed. What is left of the
+    interpreter's exit is tearing down ~1,300 modules (ccxt's alone ~0.15 s): ~0.35 s, a sixth of a re-run on
+    a warm cache. So the exit handlers run, the standard streams are flushed, and the process leaves without
+    that teardown — unless a thread that is not ours is still running, which the ordinary exit waits for.
+    """
+    code = main()
+    if threading.active_count() > 1:
+        sys.exit(code)
+    atexit._run_exitfuncs()  # what the ordinary exit would run (logging's flush among them)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (``| head``): nothing more can be written to it anyway
+            pass
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``) and return its exit code (0, 1 or 2)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv or "-v" in argv
     try:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -68,7 +69,6 @@ def garbage_files(tmp_path):
     text = tmp_path / "notes.db"
     text.write_text("these are my notes, not a database\n")
     other = tmp_path / "other.db"
-    import sqlite3
 
     conn = sqlite3.connect(other)
     conn.execute("create table recipes (name text)")
@@ -97,6 +97,12 @@ def test_console_script_runs_as_a_process(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "SYNTHETIC" in proc.stdout
+    # the process leaves without the interpreter's module teardown (cli.console_main): everything was written
+    # and flushed before, the last line of the output included, and the database was closed complete
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("session ") and "saved to" in proc.stdout
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT status FROM sessions").fetchall() == [("completed",)]
     bad = subprocess.run([sys.executable, "-m", "cryptorsi", "run", "--top", "0"], capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--top" in bad.stderr
