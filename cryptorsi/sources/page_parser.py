@@ -30,6 +30,7 @@ import numpy as np
 __all__ = ["PageParserProcess"]
 
 _LEN = struct.Struct("<Q")
+_PIPE_SIZE = 1 << 20  # Linux's default most for an unprivileged process (/proc/sys/fs/pipe-max-size)
 _ROWS = struct.Struct("<q")
 
 
@@ -63,7 +64,14 @@ class PageParserProcess:
                 except OSError:
                     self._failed = True
                     return
-                os.set_blocking(self._proc.stdin.fileno(), False)  # writes wait in select(), with a deadline
+                fd = self._proc.stdin.fileno()
+                os.set_blocking(fd, False)  # writes wait in select(), with a deadline
+                try:  # room for a whole page in the pipe (Linux): one write, not one per 64 kB the helper reads
+                    import fcntl
+
+                    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+                except (ImportError, AttributeError, OSError):
+                    pass
 
     def parse(self, text: str) -> np.ndarray | None:
         """The (n, 6) array of a compact page read by the helper, or None when it did not read it (not ready,
