@@ -124,7 +124,7 @@ def console_main() -> None:
     By the time ``main`` returns, every agent thread is joined and every database closed. What is left of the
     interpreter's exit is tearing down ~1,300 modules (ccxt's alone ~0.15 s): ~0.35 s, a sixth of a re-run on
     a warm cache. So the exit handlers run, the standard streams are flushed, and the process leaves without
-    that teardown — unless a thread that is not ours is still running, which the ordinary exit waits for.
+    that teardown — unless another thread still runs (not one of ours), which the ordinary exit waits for.
     """
     code = main()
     if threading.active_count() > 1:
