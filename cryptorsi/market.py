@@ -24,6 +24,8 @@ __all__ = [
     "timeframe_ms",
     "empty_candles",
     "candles_from_arrays",
+    "candles_from_table",
+    "candle_table",
     "to_ms",
     "from_ms",
     "open_times_ms",
@@ -139,3 +141,18 @@ def candles_from_arrays(open_time_ms, open_, high, low, close, volume) -> pd.Dat
         },
         index=index,
     )
+
+
+def candles_from_table(table: np.ndarray) -> pd.DataFrame:
+    """A candle frame from an (n, 6) array of rows ``[open time in UTC ms, open, high, low, close, volume]``."""
+    return candles_from_arrays(table[:, 0].astype(np.int64), *(table[:, i] for i in range(1, 6)))
+
+
+def candle_table(candles: pd.DataFrame) -> np.ndarray:
+    """A candle frame as an (n, 6) float64 array of rows ``[open time in UTC ms, open, high, low, close, volume]``
+    (missing values NaN): the inverse of :func:`candles_from_table` (open times in ms are exact in float64)."""
+    table = np.empty((len(candles), 6))
+    table[:, 0] = open_times_ms(candles)
+    for i, column in enumerate(CANDLE_COLUMNS, start=1):
+        table[:, i] = candles[column].to_numpy(dtype=np.float64, na_value=np.nan)
+    return table

@@ -37,7 +37,7 @@ import tenacity
 from requests.adapters import HTTPAdapter
 
 from cryptorsi.errors import SourceError, SourceUnavailable
-from cryptorsi.market import Coin, Market, candles_from_arrays, empty_candles, timeframe_ms
+from cryptorsi.market import Coin, Market, candles_from_table, empty_candles, timeframe_ms
 from cryptorsi.sources.base import MarketSource
 from cryptorsi.sources.budget import BudgetClosed, WeightBudget
 from cryptorsi.sources.page_parser import PageParserProcess
@@ -562,8 +562,7 @@ class LiveSource(MarketSource):
         data = data[(data[:, 0] + tf <= now) & (data[:, 0] < end_ms)]  # closed candles only
         with self._lock:
             self._stats["candles"] += len(data)
-        return candles_from_arrays(data[:, 0].astype(np.int64), data[:, 1], data[:, 2], data[:, 3], data[:, 4],
-                                   data[:, 5])
+        return candles_from_table(data)
 
     def _klines_page(self, market: Market, timeframe: str, tf: int, since: int, end_ms: int, grid: int | None,
                      on_request: Callable[[], None] | None = None):

@@ -37,7 +37,7 @@ import pandas as pd
 
 from cryptorsi.errors import DatabaseError
 from cryptorsi.events import ExcludedCoin
-from cryptorsi.market import CANDLE_COLUMNS, Listing, candles_from_arrays, empty_candles
+from cryptorsi.market import CANDLE_COLUMNS, Listing, candle_table, candles_from_table, empty_candles
 from cryptorsi.storage.schema import APPLICATION, APPLICATION_ID, META_TABLE, SCHEMA_VERSION, STATUSES, migrate
 from cryptorsi.tables import METRIC_COLUMNS
 
@@ -359,7 +359,7 @@ def load_candles(conn: sqlite3.Connection, exchange: str, pair: str, timeframe: 
     table = parts[0] if len(parts) == 1 else np.concatenate(parts)
     if not len(table):
         return empty_candles()
-    return candles_from_arrays(table[:, 0].astype(np.int64), *(table[:, i] for i in range(1, 6)))
+    return candles_from_table(table)
 
 
 def _load_candle_rows(conn: sqlite3.Connection, exchange: str, pair: str, timeframe: str, lo: int,
@@ -602,12 +602,9 @@ class SessionWriter:
             if conn.execute("SELECT 1 FROM candle_series WHERE exchange = ? AND pair = ? AND timeframe = ? "
                             "AND start_time <= ? AND end_time >= ?", (*key, start, end)).fetchone():
                 return False
-            table = np.empty((n, 6), dtype="<f8")
-            table[:, 0] = times
-            for i, column in enumerate(CANDLE_COLUMNS, start=1):
-                table[:, i] = candles[column].to_numpy(dtype=np.float64, na_value=np.nan)
+            data = candle_table(candles).astype("<f8", copy=False).tobytes()
             conn.execute("INSERT OR REPLACE INTO candle_series (exchange, pair, timeframe, start_time, end_time, "
-                         "n_rows, data) VALUES (?, ?, ?, ?, ?, ?, ?)", (*key, start, end, n, table.tobytes()))
+                         "n_rows, data) VALUES (?, ?, ?, ?, ?, ?, ?)", (*key, start, end, n, data))
         return True
 
     def save_coverage(self, exchange: str, pair: str, timeframe: str, spans) -> None:

@@ -155,7 +155,6 @@ _V2 = [
     ) WITHOUT ROWID""",
 ]
 
-#: ``MIGRATIONS[v]`` turns a database of schema ``v - 1`` into one of schema ``v`` (0 is an empty file).
 # Schema 3: lead-lag, stability and significance of each correlation (see cryptorsi.leadlag); NULL in rows of
 # sessions analysed before.
 _V3 = [
@@ -178,6 +177,7 @@ _V4 = [
     )""",
 ]
 
+#: ``MIGRATIONS[v]`` turns a database of schema ``v - 1`` into one of schema ``v`` (0 is an empty file).
 MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 
 
