@@ -632,3 +632,42 @@ def test_correlation_metrics_round_trip_and_schema_2_files_migrate(tmp_path):
                      "return_correlation FROM correlations").fetchone()
     assert row == (3, -0.5, 0.25, 41.5, 1e-300, -0.7, -0.2, None)
     db.close()
+
+
+def test_a_session_stopped_early_keeps_its_row_and_universe(path):
+    """The DatabaseManager is stopped while the session's first events still wait in its queue: it records them
+    anyway (they say what the session is and which coins it has), abandons the rest, and marks it interrupted."""
+    from cryptorsi.agents.database import DatabaseManager
+    from cryptorsi.events import HistoricalPricesFetched, SessionStarted, TopCoinsFetched
+    from cryptorsi.runtime.memory_bus import InMemoryBus
+
+    bus = InMemoryBus()
+    bus.start()
+    manager = DatabaseManager(bus, path, session_id="s-early").start()
+    try:
+        assert manager.ready.wait(5)
+        entered, release = threading.Event(), threading.Event()
+        manager.submit(lambda: (entered.set(), release.wait(5)))  # the manager is busy
+        assert entered.wait(5)
+        eth = listing(coin("ethereum", "ETH", 4e11, 2))
+        tether = ExcludedCoin(coin("tether", "USDT", 1.4e11, 3), "stablecoin")
+        for event in (SessionStarted("s-early", config(), ts("2025-03-01T10:00")),
+                      TopCoinsFetched("s-early", (eth,), (tether,)),
+                      HistoricalPricesFetched("s-early", eth, "1h", candles(50), candles(50))):
+            bus.publish(event)
+        assert bus.wait_idle(5)  # every event is in the manager's queue
+        stopper = threading.Thread(target=manager.stop, args=(5,), name="test-stopper")
+        stopper.start()
+        assert manager.stop_event.wait(5)
+        release.set()
+        stopper.join(10)
+        assert not stopper.is_alive()
+    finally:
+        release.set()
+        bus.stop(2)
+    store = Store(path)
+    sessions = store.sessions()
+    assert list(sessions["status"]) == ["interrupted"]
+    coins = store.coins("s-early", include_excluded=True)
+    assert sorted(coins["symbol"]) == ["ETH", "USDT"]
+    assert store.candles("binance", "ETH/USDC", "1h").empty  # abandoned: candles are fetched again next time

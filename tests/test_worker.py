@@ -120,3 +120,28 @@ def test_listen_uses_the_agent_name_as_consumer_group(bus):
     bus.publish(Ping("s"))
     assert done.wait(2) and bus.wait_idle(2)
     assert len(got) == 1
+
+
+class Keeper(Recorder):
+    """Keeps its "keep" tasks when stopped; the others are abandoned."""
+
+    def runs_when_stopping(self, fn, args):
+        return args[0] == "keep"
+
+
+def test_stop_abandons_queued_tasks_but_those_the_agent_keeps(bus):
+    agent = Keeper(bus).start()
+    assert agent.ready.wait(2)
+    entered, release, sink = threading.Event(), threading.Event(), []
+    agent.submit(lambda: (entered.set(), release.wait(5)))  # occupies the only thread
+    assert entered.wait(2)
+    for value in ("drop", "keep", "drop", "keep"):
+        agent.submit(agent.record, value, sink)
+    stopper = threading.Thread(target=agent.stop, args=(5,), name="test-stopper")
+    stopper.start()
+    assert agent.stop_event.wait(2)  # stop() has been called while the tasks are queued
+    release.set()
+    stopper.join(5)
+    assert not stopper.is_alive()
+    assert sink == ["keep", "keep"]
+    assert not [t for t in cryptorsi_threads() if "Keeper" in t.name]

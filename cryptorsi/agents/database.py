@@ -70,6 +70,11 @@ class DatabaseManager(QueueWorkerThread):
             self._conn.close()
             self._conn = None
 
+    def runs_when_stopping(self, fn, args) -> bool:
+        # a session stopped early still records what it is and which coins it has (two short writes): without
+        # them an interrupted session has no row, or no universe for Store queries about it
+        return fn == self._record and isinstance(args[0], (SessionStarted, TopCoinsFetched))
+
     # -- runs in the thread calling start()
     def subscribe(self) -> None:
         for event_type in (SessionStarted, TopCoinsFetched, HistoricalPricesFetched, RSICalculated,

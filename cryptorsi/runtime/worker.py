@@ -12,7 +12,8 @@ Lifecycle (which thread runs what):
 * ``on_start()`` runs once in each worker thread before its first task (thread-bound resources such
   as a sqlite3 connection are made there); ``ready`` is set when every worker thread has run it;
 * ``on_stop()`` runs in each worker thread after its last task;
-* ``stop(timeout)`` abandons queued tasks, wakes the threads and joins them within ``timeout``.
+* ``stop(timeout)`` abandons queued tasks (but those ``runs_when_stopping`` keeps: short ones an agent must not
+  lose), wakes the threads and joins them within ``timeout``.
 
 ``serve(event_type, task)`` is how agents take work from the bus: the event stays unacknowledged
 until its task has run (``Delivery.ack``) and is handed back if the agent stops first
@@ -83,6 +84,11 @@ class QueueWorkerThread:
 
     def on_stop(self) -> None:
         """Runs in each worker thread after its last task (also when stopped early)."""
+
+    def runs_when_stopping(self, fn: Callable[..., Any], args: tuple) -> bool:
+        """Whether a task still queued when ``stop`` is called runs anyway (default: no, it is abandoned). For
+        the few short tasks whose loss would leave the agent's record incomplete; ``stop``'s timeout holds."""
+        return False
 
     # ------------------------------------------------------------------ API
     @property
@@ -185,7 +191,7 @@ class QueueWorkerThread:
                 item = self._queue.get()
                 if item is _STOP:
                     break
-                if self._stopping.is_set():
+                if self._stopping.is_set() and not self.runs_when_stopping(item[0], item[1]):
                     if item[3] is not None:
                         item[3].release()  # abandoned: handed back to the bus, not run
                     continue
