@@ -283,7 +283,10 @@ def test_a_series_copy_reads_as_its_rows_and_goes_when_they_change(writer, path)
                                & (frame.index < pd.Timestamp(T0 + b * H, unit="ms", tz="UTC"))]
     assert writer.save_series_copy("binance", "ETH/USDC", "1h", hours(100, 800))
     assert not writer.save_series_copy("binance", "ETH/USDC", "1h", hours(200, 300))  # already spanned
-    copies = lambda: writer.conn.execute("SELECT start_time, end_time, n_rows FROM candle_series").fetchall()  # noqa: E731
+
+    def copies():
+        return writer.conn.execute("SELECT start_time, end_time, n_rows FROM candle_series").fetchall()
+
     assert copies() == [(T0 + 100 * H, T0 + 799 * H + 1, 690)]
     windows = [(T0, T0 + 2000 * H), (T0 + 100 * H, T0 + 800 * H), (T0 + 150 * H, T0 + 505 * H),
                (T0 + 50 * H, T0 + 300 * H), (T0 + 600 * H, T0 + 950 * H), (T0 + 799 * H, T0 + 801 * H),
