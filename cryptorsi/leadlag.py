@@ -49,7 +49,7 @@ For RSI(14) ``n_eff`` is typically ``n / 10 .. n / 20``; for white noise it is `
 ``correlation_significance(r, n_eff)``:
 
 * two-sided p-value of ``r`` from Student's t with ``n_eff - 2`` degrees of freedom:
-  ``t = r * sqrt((n_eff - 2) / (1 - r^2))``, ``p = 2 * P(T > |t|)`` (``scipy.special.stdtr``); 0 for
+  ``t = r * sqrt((n_eff - 2) / (1 - r^2))``, ``p = P(|T| > |t|)`` (:func:`cryptorsi.tdist.two_sided_p`); 0 for
   ``|r| = 1``, NaN for ``n_eff <= 2``;
 * a 95 % confidence interval by Fisher's z: ``tanh(atanh(r) -/+ 1.95996 / sqrt(n_eff - 3))``;
   ``(-1, 1)`` when ``n_eff <= 3``. Always ``ci_low <= r <= ci_high`` (clamped against rounding).
@@ -103,14 +103,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from numbers import Integral, Real
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import special
 
 from cryptorsi.analytics import align, correlate_frame, pearson
 from cryptorsi.market import timeframe_ms
+from cryptorsi.tdist import two_sided_p
 
 __all__ = [
     "lag_profile",
@@ -869,10 +870,10 @@ def correlation_significance(r, n_eff, confidence: float = 0.95):
     with np.errstate(divide="ignore", invalid="ignore"):
         dof = n_arr - 2.0
         t = np.abs(rr) * np.sqrt(dof / (1.0 - rr * rr))
-        p = np.where(dof > 0, 2.0 * special.stdtr(np.where(dof > 0, dof, 1.0), -t), np.nan)
+        p = two_sided_p(t, dof)  # NaN for dof <= 0
         p = np.where((dof > 0) & (np.abs(rr) == 1.0), 0.0, p)
         z = np.arctanh(rr)
-        half = float(special.ndtri(0.5 + confidence / 2.0)) / np.sqrt(n_arr - 3.0)
+        half = NormalDist().inv_cdf(0.5 + confidence / 2.0) / np.sqrt(n_arr - 3.0)
         wide = ~(n_arr > 3.0)
         lo = np.where(wide, -1.0, np.tanh(z - np.where(wide, 0.0, half)))
         hi = np.where(wide, 1.0, np.tanh(z + np.where(wide, 0.0, half)))
