@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import logging
 
-from cryptorsi import indicators
-from cryptorsi.config import AnalysisConfig
-from cryptorsi.errors import ConfigError, CryptoRSIError, DatabaseError, RunFailed, RunInterrupted, SourceError
-from cryptorsi.notebook import ui
-from cryptorsi.result import AnalysisResult
-from cryptorsi.runner import Runner, run_analysis, stop_all
-from cryptorsi.storage.store import Store
+from cryptorsi._gc import gc_paused
+
+with gc_paused():  # pandas and numpy come in here
+    from cryptorsi import indicators
+    from cryptorsi.config import AnalysisConfig
+    from cryptorsi.errors import ConfigError, CryptoRSIError, DatabaseError, RunFailed, RunInterrupted, SourceError
+    from cryptorsi.notebook import ui
+    from cryptorsi.result import AnalysisResult
+    from cryptorsi.runner import Runner, run_analysis, stop_all
+    from cryptorsi.storage.store import Store
 
 __all__ = [
     "AnalysisConfig",

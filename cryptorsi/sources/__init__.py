@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from cryptorsi._gc import gc_paused
 from cryptorsi.events import SourceSpec
 from cryptorsi.sources.base import MarketSource
 
@@ -31,7 +32,8 @@ def source_from_spec(spec: SourceSpec, *, coingecko_api_key: str | None = None) 
     ``$COINGECKO_API_KEY``; ``$CRYPTORSI_HTTP_TIMEOUT`` (seconds, default 10) bounds each HTTP request of
     the live source (a slow link may need more; tests use less)."""
     if spec.name == "sample":
-        from cryptorsi.sources.sample import SampleSource
+        with gc_paused():  # scipy.signal
+            from cryptorsi.sources.sample import SampleSource
 
         return SampleSource()
     if spec.name == "cache":
@@ -39,7 +41,8 @@ def source_from_spec(spec: SourceSpec, *, coingecko_api_key: str | None = None) 
 
         return CacheSource(spec.db_path)
     if spec.name == "live":
-        from cryptorsi.sources.live import LiveSource
+        with gc_paused():  # requests, tenacity
+            from cryptorsi.sources.live import LiveSource
 
         return LiveSource(binance_url=spec.binance_url, coingecko_url=spec.coingecko_url,
                           coingecko_api_key=coingecko_api_key or os.environ.get("COINGECKO_API_KEY"),

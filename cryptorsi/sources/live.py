@@ -36,6 +36,7 @@ import requests
 import tenacity
 from requests.adapters import HTTPAdapter
 
+from cryptorsi._gc import gc_paused
 from cryptorsi.errors import SourceError, SourceUnavailable
 from cryptorsi.market import Coin, Market, candles_from_table, empty_candles, timeframe_ms
 from cryptorsi.sources.base import MarketSource
@@ -205,7 +206,8 @@ class LiveSource(MarketSource):
 
     # =========================================================================================== CoinGecko
     def _make_coingecko(self, key: str | None, plan: str):
-        from pycoingecko import CoinGeckoAPI
+        with gc_paused():
+            from pycoingecko import CoinGeckoAPI
 
         cg = CoinGeckoAPI()  # no key here: pycoingecko would put it in the query string (and so in logged URLs)
         session = cg.session
@@ -293,8 +295,7 @@ class LiveSource(MarketSource):
 
     # =========================================================================================== Binance
     def _new_exchange(self):
-        import ccxt
-
+        ccxt = _ccxt()
         session = requests.Session()
         # proxy and CA settings of the environment, read once: with trust_env requests re-reads os.environ twice
         # per request, ~15% of the CPU a klines page costs
@@ -347,8 +348,7 @@ class LiveSource(MarketSource):
 
     def _binance_call(self, weight: int, fn: Callable[[Any], Any], what: str) -> Any:
         """One attempt: wait for the budget, send through this thread's ccxt instance, classify failures."""
-        import ccxt
-
+        ccxt = _ccxt()
         self._check_open()
         if time.monotonic() < self._banned_until:
             raise _Fatal("Binance banned this IP (HTTP 418); try again later")
@@ -729,6 +729,19 @@ class LiveSource(MarketSource):
 
 
 # ============================================================================================= helpers
+
+
+_ccxt_module = None
+
+
+def _ccxt():
+    """The ccxt module, imported on first use: its import loads every exchange it knows (~0.3 s)."""
+    global _ccxt_module
+    if _ccxt_module is None:
+        with gc_paused():
+            import ccxt
+        _ccxt_module = ccxt
+    return _ccxt_module
 
 
 def _host(url: str) -> str:
