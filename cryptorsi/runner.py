@@ -128,7 +128,6 @@ class Runner:
         from cryptorsi.agents.display import DisplayAgent
         from cryptorsi.agents.fetcher import DataFetcher
         from cryptorsi.agents.rsi_calculator import RSICalculator
-        from cryptorsi.agents.status_server import StatusServer
         from cryptorsi.runtime.bus import create_bus
         from cryptorsi.sources import make_source, source_spec
 
@@ -168,6 +167,8 @@ class Runner:
         agents.append(DisplayAgent(self._bus, session_id=sid, stream=self.stream, progress=self.progress,
                                    threshold=cfg.correlation_threshold, config=cfg, status=self.status))
         if cfg.status_port is not None:
+            from cryptorsi.agents.status_server import StatusServer  # http.server: only when asked for
+
             agents.append(StatusServer(self.status, port=cfg.status_port))
         agents.append(self._analyzer)
         self._bus.start()

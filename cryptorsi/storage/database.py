@@ -598,11 +598,13 @@ class SessionWriter:
         times = index_ms(candles.index)
         start, end = int(times[0]), int(times[-1]) + 1
         key = (exchange, pair, timeframe)
+        # checked outside a write transaction: on a re-run the copy usually spans the window already, and then
+        # no write lock is taken (copies are written only from here, on the DatabaseManager's thread)
+        if self.conn.execute("SELECT 1 FROM candle_series WHERE exchange = ? AND pair = ? AND timeframe = ? "
+                             "AND start_time <= ? AND end_time >= ?", (*key, start, end)).fetchone():
+            return False
+        data = candle_table(candles).astype("<f8", copy=False).tobytes()
         with self._transaction() as conn:
-            if conn.execute("SELECT 1 FROM candle_series WHERE exchange = ? AND pair = ? AND timeframe = ? "
-                            "AND start_time <= ? AND end_time >= ?", (*key, start, end)).fetchone():
-                return False
-            data = candle_table(candles).astype("<f8", copy=False).tobytes()
             conn.execute("INSERT OR REPLACE INTO candle_series (exchange, pair, timeframe, start_time, end_time, "
                          "n_rows, data) VALUES (?, ?, ?, ?, ?, ?, ?)", (*key, start, end, n, data))
         return True
