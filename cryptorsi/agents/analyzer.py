@@ -14,6 +14,7 @@ import pandas as pd
 
 from cryptorsi.agents.analysis_job import AnalysisJob, Outcome
 from cryptorsi.config import AnalysisConfig
+from cryptorsi.market import timeframe_ms
 from cryptorsi.events import (
     CalculateRSIRequested,
     CoinProcessingFailed,
@@ -84,9 +85,11 @@ class CryptoAnalyzer(QueueWorkerThread):
                                                rolling_window=self.config.rolling_window,
                                                threshold=self.config.correlation_threshold)
             self._progress(self.jobs[timeframe])
-        for listing in ordered:
-            for timeframe in self.config.timeframes:
-                start, end = self.windows[timeframe]
+        # timeframe after timeframe, the one with the most candles first: each timeframe is analysed as soon as
+        # its last coin is in, so the largest analysis runs while the other timeframes are still being fetched
+        for timeframe in sorted(self.config.timeframes, key=timeframe_ms):
+            start, end = self.windows[timeframe]
+            for listing in ordered:
                 self.publish(FetchHistoricalPricesRequested(self.session_id, self.source, listing, timeframe, start, end))
 
     def _request_rsi(self, event: HistoricalPricesFetched) -> None:
