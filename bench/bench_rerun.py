@@ -1,0 +1,77 @@
+"""Benchmark: ``cryptorsi run --source live`` twice on one database, as two processes — how much faster is the re-run?
+
+    python bench/bench_rerun.py [--top 30] [--latency 0,0.03,0.1] [--reps 5]
+
+The project's exchange server (:mod:`cryptorsi.testing.exchange_server`) serves the bundled sample market over
+HTTP (Binance spot and CoinGecko wire formats) with ``--latency`` seconds added to every answer. For each latency
+and repetition, the command runs on a new database (cold: every candle downloaded and stored) and then again on
+the same database (warm: the cache has every closed candle, so no klines request is needed), each as a fresh
+process timed from outside, as a user would see it — imports, network, analysis, writes and exit included. The
+server's request budget is reset before each run, so no run waits on a 429. Prints, per latency, the median cold
+and warm times and the median and range of cold / warm (target: >= 3x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+TIMEFRAMES = "1h,4h,1d"
+WEEKS = 50
+
+
+def run_cli(url: str, top: int, db: str, cwd: str) -> float:
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed package has its .pyc files
+    argv = [sys.executable, "-m", "cryptorsi", "run", "--source", "live", "--binance-url", url, "--coingecko-url", url,
+            "--quote", "USDT", "--top", str(top), "--timeframes", TIMEFRAMES, "--weeks", str(WEEKS), "--db", db,
+            "--no-progress"]
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"cryptorsi run failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--top", type=int, default=30, help="top N coins (default 30, as in the acceptance run)")
+    parser.add_argument("--latency", default="0,0.03,0.1", help="seconds added to every answer, comma-separated")
+    parser.add_argument("--reps", type=int, default=5, help="cold + warm pairs per latency (default 5)")
+    args = parser.parse_args()
+
+    from cryptorsi.testing.exchange_server import ExchangeServer, Faults, sample_market
+
+    timeframes = TIMEFRAMES.split(",")
+    market = sample_market(args.top, intervals=timeframes, weeks=WEEKS + 2)
+    for symbol in market.symbols:  # encode the wire rows now, not during the timed runs
+        for tf in timeframes:
+            market.kline_rows(symbol["symbol"], tf, 0, None, 1, market.now())
+    print(f"top {args.top} coins x {TIMEFRAMES} x {WEEKS} weeks, {args.reps} cold + warm pairs per latency")
+    with tempfile.TemporaryDirectory() as tmp:
+        for latency in (float(x) for x in args.latency.split(",")):
+            with ExchangeServer(market=market, faults=Faults(latency_s=latency)) as server:
+                pairs = []
+                for rep in range(args.reps):
+                    db = os.path.join(tmp, f"rerun-{latency}-{rep}.db")
+                    times = []
+                    for _ in ("cold", "warm"):
+                        server.reset_budget()
+                        times.append(run_cli(server.url, args.top, db, tmp))
+                    pairs.append(times)
+            cold = [c for c, _ in pairs]
+            warm = [w for _, w in pairs]
+            ratios = [c / w for c, w in pairs]
+            print(f"  latency {latency * 1000:4.0f} ms: cold {statistics.median(cold):5.2f} s, "
+                  f"warm {statistics.median(warm):5.2f} s; re-run {statistics.median(ratios):.2f}x faster "
+                  f"(median; {min(ratios):.2f}-{max(ratios):.2f}x) (target >= 3x)")
+
+
+if __name__ == "__main__":
+    main()
