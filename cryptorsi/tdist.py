@@ -44,8 +44,9 @@ def two_sided_p(t, dof) -> np.ndarray:
     p = np.full(t.shape, np.nan)
     p[(t == 0) & (dof > 0)] = 1.0
     p[np.isinf(t) & (dof > 0)] = 0.0
-    todo = (t > 0) & np.isfinite(t) & (dof > 0) & (dof <= MAX_DOF)
-    slow = (t > 0) & np.isfinite(t) & (dof > MAX_DOF)
+    finite = (t > 0) & np.isfinite(t)
+    todo = finite & (dof > 0) & (dof <= MAX_DOF)
+    slow = finite & (dof > MAX_DOF)
     if slow.any():
         p[slow] = _scipy_two_sided_p(t[slow], dof[slow])
     if not todo.any():
