@@ -10,11 +10,38 @@ The public interface: ``AnalysisConfig``, ``run_analysis``, ``Runner``, ``stop_a
 
 from __future__ import annotations
 
+import importlib
 import logging
+from typing import TYPE_CHECKING
 
 from cryptorsi._gc import gc_paused
 
-with gc_paused():  # pandas and numpy come in here
+# The public names are imported on first use (PEP 562), as scipy and scikit-image do (Scientific Python SPEC 1):
+# ``import cryptorsi`` is instant, and the ``cryptorsi`` command can set up the process (cryptorsi.cli) before
+# pandas, numpy and ccxt come in.
+_PUBLIC = {
+    "AnalysisConfig": "cryptorsi.config",
+    "AnalysisResult": "cryptorsi.result",
+    "ConfigError": "cryptorsi.errors",
+    "CryptoRSIError": "cryptorsi.errors",
+    "DatabaseError": "cryptorsi.errors",
+    "RunFailed": "cryptorsi.errors",
+    "RunInterrupted": "cryptorsi.errors",
+    "Runner": "cryptorsi.runner",
+    "SourceError": "cryptorsi.errors",
+    "Store": "cryptorsi.storage.store",
+    "indicators": None,  # a submodule
+    "run_analysis": "cryptorsi.runner",
+    "stop_all": "cryptorsi.runner",
+    "ui": "cryptorsi.notebook",
+}
+__all__ = sorted(_PUBLIC)
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
     from cryptorsi import indicators
     from cryptorsi.config import AnalysisConfig
     from cryptorsi.errors import ConfigError, CryptoRSIError, DatabaseError, RunFailed, RunInterrupted, SourceError
@@ -23,23 +50,17 @@ with gc_paused():  # pandas and numpy come in here
     from cryptorsi.runner import Runner, run_analysis, stop_all
     from cryptorsi.storage.store import Store
 
-__all__ = [
-    "AnalysisConfig",
-    "AnalysisResult",
-    "ConfigError",
-    "CryptoRSIError",
-    "DatabaseError",
-    "RunFailed",
-    "RunInterrupted",
-    "Runner",
-    "SourceError",
-    "Store",
-    "indicators",
-    "run_analysis",
-    "stop_all",
-    "ui",
-]
 
-__version__ = "0.1.0"
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'cryptorsi' has no attribute {name!r}")
+    module = _PUBLIC[name]
+    with gc_paused():  # pandas and numpy come in here
+        value = (importlib.import_module(f"cryptorsi.{name}") if module is None
+                 else getattr(importlib.import_module(module), name))
+    globals()[name] = value
+    return value
 
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -1,4 +1,7 @@
-"""``gc_paused()``: import heavy modules without the cyclic garbage collector running meanwhile."""
+"""``gc_paused()``: import heavy modules without the cyclic garbage collector running meanwhile.
+
+``freeze_imports()``, for a process cryptorsi owns (the command line, a worker process): what those imports
+made is moved out of the collector's sight for good, so it is never walked again either."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from contextlib import contextmanager
 _lock = threading.Lock()
 _depth = 0  # with blocks open now, in any thread
 _enable_after = False
+_freeze_after = False  # set by freeze_imports(): freeze what each outermost block imported
 
 
 @contextmanager
@@ -32,5 +36,24 @@ def gc_paused() -> Iterator[None]:
     finally:
         with _lock:
             _depth -= 1
-            if _depth == 0 and _enable_after:
-                gc.enable()
+            if _depth == 0:
+                if _freeze_after:
+                    gc.freeze()
+                if _enable_after:
+                    gc.enable()
+
+
+def freeze_imports() -> None:
+    """Move every object the collector tracks now, and what later ``gc_paused`` blocks create, to its permanent
+    generation (:func:`gc.freeze`), where collections never walk them.
+
+    Modules, classes and functions live as long as the process, yet the first collections after the imports
+    walk all of them: ~0.1 s of a ~1.2 s ``cryptorsi run`` on a warm cache (measured with ``gc.callbacks``).
+    Only for a process cryptorsi owns, from its entry point: in a notebook the user's own objects would be
+    frozen with ours, and any cycle among them never freed.
+    """
+    global _freeze_after
+    with _lock:
+        _freeze_after = True
+        if _depth == 0:
+            gc.freeze()

@@ -16,6 +16,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from cryptorsi._gc import freeze_imports, gc_paused
+
 __all__ = ["main"]
 
 #: AnalysisConfig field -> the option that sets it, to name the option in error messages
@@ -125,7 +127,10 @@ def console_main() -> None:
     interpreter's exit is tearing down ~1,300 modules (ccxt's alone ~0.15 s): ~0.35 s, a sixth of a re-run on
     a warm cache. So the exit handlers run, the standard streams are flushed, and the process leaves without
     that teardown — unless another thread still runs (not one of ours), which the ordinary exit waits for.
+    The command owns its process, so what the imports made is frozen out of the garbage collector's walks
+    (:func:`cryptorsi._gc.freeze_imports`).
     """
+    freeze_imports()
     code = main()
     if threading.active_count() > 1:
         sys.exit(code)
@@ -165,9 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from cryptorsi.config import AnalysisConfig
-    from cryptorsi.errors import ConfigError
-    from cryptorsi.runner import Runner, run_analysis
+    with gc_paused():  # pandas and numpy come in here
+        from cryptorsi.config import AnalysisConfig
+        from cryptorsi.errors import ConfigError
+        from cryptorsi.runner import Runner, run_analysis
 
     values = {field: getattr(args, field) for field in OPTION_OF_FIELD if getattr(args, field, None) is not None}
     values["include_stablecoins"] = args.include_stablecoins
@@ -191,7 +197,8 @@ def _worker(args) -> int:
     import signal
     import threading
 
-    from cryptorsi.worker_process import WorkerProcess
+    with gc_paused():
+        from cryptorsi.worker_process import WorkerProcess
 
     if not args.threads.isdigit():
         raise UsageError(f"--threads: must be a whole number >= 1, got {args.threads!r}")
@@ -216,7 +223,8 @@ def _worker(args) -> int:
 
 
 def _query(args) -> int:
-    from cryptorsi.storage.store import Store
+    with gc_paused():
+        from cryptorsi.storage.store import Store
 
     if args.what not in QUERIES:
         raise UsageError(f"WHAT: unknown query {args.what!r}; use one of {', '.join(QUERIES)}")

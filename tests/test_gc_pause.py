@@ -1,6 +1,9 @@
-"""gc_paused: the collector is off inside, back on after, and never left off by overlapping blocks."""
+"""gc_paused: the collector is off inside, back on after, and never left off by overlapping blocks;
+freeze_imports: what the paused imports made is frozen, in the processes that ask for it only."""
 
 import gc
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -54,10 +57,42 @@ def test_overlapping_blocks_in_threads_end_with_the_collector_on():
     assert gc.isenabled()
 
 
-def test_importing_cryptorsi_leaves_the_collector_on():
-    import subprocess
-    import sys
+def _python(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
-    code = "import gc, cryptorsi; from cryptorsi.sources import live; print(gc.isenabled())"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "True"
+
+def test_importing_cryptorsi_leaves_the_collector_on_and_nothing_frozen():
+    code = ("import gc, cryptorsi as cr; from cryptorsi.sources import live; cr.Runner; "
+            "print(gc.isenabled(), gc.get_freeze_count())")
+    assert _python(code) == "True 0"  # a notebook's objects are never frozen
+
+
+def test_import_cryptorsi_is_lazy():
+    code = ("import sys, cryptorsi as cr; before = 'pandas' in sys.modules; from cryptorsi import Store; "
+            "print(before, 'pandas' in sys.modules, cr.Store is Store, cr.indicators.__name__, "
+            "sorted(set(cr.__all__) - set(dir(cr))))")
+    assert _python(code) == "False True True cryptorsi.indicators []"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        import cryptorsi
+
+        cryptorsi.nope
+
+
+def test_freeze_imports_freezes_what_each_outermost_block_made():
+    code = """
+import gc
+from cryptorsi._gc import freeze_imports, gc_paused
+kept = []
+with gc_paused():
+    freeze_imports()                      # inside a block: nothing frozen until it ends
+    inside = gc.get_freeze_count()
+    kept.append([[] for _ in range(5000)])
+after_block = gc.get_freeze_count()
+with gc_paused():
+    kept.append([[] for _ in range(5000)])
+after_second = gc.get_freeze_count()
+loose = [[] for _ in range(5000)]         # made outside a block: left to the collector
+print(inside, after_block >= 5000, after_second - after_block >= 5000, gc.get_freeze_count() == after_second,
+      gc.isenabled())
+"""
+    assert _python(code) == "0 True True True True"
