@@ -35,7 +35,10 @@ _PUBLIC = {
     "stop_all": "cryptorsi.runner",
     "ui": "cryptorsi.notebook",
 }
-__all__ = sorted(_PUBLIC)
+__all__ = [  # a literal list, so linters see the names below used
+    "AnalysisConfig", "AnalysisResult", "ConfigError", "CryptoRSIError", "DatabaseError", "RunFailed", "RunInterrupted",
+    "Runner", "SourceError", "Store", "indicators", "run_analysis", "stop_all", "ui",
+]
 
 __version__ = "0.1.0"
 
