@@ -378,8 +378,8 @@ def _load_candle_rows(conn: sqlite3.Connection, exchange: str, pair: str, timefr
 
 def _load_series_copy(conn: sqlite3.Connection, exchange: str, pair: str, timeframe: str, lo: int,
                       hi: int) -> tuple[np.ndarray, int, int] | None:
-    """The rows of the series' copy with open time in ``[lo, hi)`` and the part of the window the copy spans,
-    ``(table, max(lo, start), min(hi, end))``; None without a copy that meets the window."""
+    """The rows of the series' copy with open time in ``[lo, hi)`` (a read-only view of the BLOB) and the part of
+    the window the copy spans, ``(table, max(lo, start), min(hi, end))``; None without a copy that meets it."""
     try:
         found = conn.execute(_LOAD_SERIES, (exchange, pair, timeframe, hi, lo)).fetchone()
     except sqlite3.OperationalError as exc:
@@ -392,7 +392,7 @@ def _load_series_copy(conn: sqlite3.Connection, exchange: str, pair: str, timefr
     table = np.frombuffer(data, dtype="<f8").reshape(n_rows, 6)
     times = table[:, 0]
     a, b = np.searchsorted(times, max(lo, start)), np.searchsorted(times, min(hi, end))
-    return table[a:b].astype(np.float64), max(lo, int(start)), min(hi, int(end))
+    return table[a:b], max(lo, int(start)), min(hi, int(end))
 
 
 _LOAD_SERIES = (
