@@ -41,7 +41,8 @@ def serve(args) -> None:
     from cryptorsi.testing.exchange_server import ExchangeServer, Faults, sample_market
 
     timeframes = args.timeframes.split(",")
-    market = sample_market(args.top, intervals=timeframes, weeks=args.weeks + MARKET_WEEKS_MARGIN, quotes=("USDC",))
+    market = sample_market(args.top, intervals=timeframes, weeks=args.weeks + MARKET_WEEKS_MARGIN, quotes=("USDC",),
+                           other_symbols=args.other_symbols)
     for symbol in market.symbols:  # encode the wire rows now, not during the timed runs
         for tf in timeframes:
             market.kline_rows(symbol["symbol"], tf, 0, None, 1, market.now())
@@ -60,10 +61,11 @@ def serve(args) -> None:
 
 
 class ServerProcess:
-    def __init__(self, top: int, timeframes: str, weeks: float, latency: float):
+    def __init__(self, top: int, timeframes: str, weeks: float, latency: float, other_symbols: int):
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--serve", "--top", str(top), "--timeframes", timeframes, "--weeks", str(weeks),
-             "--latency", str(latency)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             "--latency", str(latency), "--other-symbols", str(other_symbols)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.url = self.proc.stdout.readline().strip()
         if not self.url.startswith("http"):
             raise RuntimeError("the server process did not start")
@@ -145,6 +147,8 @@ def main() -> None:
     parser.add_argument("--timeframes", default="1h,4h,1d")
     parser.add_argument("--weeks", type=float, default=50)
     parser.add_argument("--latency", type=float, default=0.03, help="seconds added to every answer (default 0.03)")
+    parser.add_argument("--other-symbols", type=int, default=3000,
+                        help="other pairs in exchangeInfo, as Binance lists ~3,000 (default 3000)")
     parser.add_argument("--skip-loop", action="store_true", help="do not run the sequential loop")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -159,9 +163,9 @@ def main() -> None:
 
     top = args.top or choose_top(args.coins)
     t0 = time.perf_counter()
-    server = ServerProcess(top, args.timeframes, args.weeks, args.latency)
+    server = ServerProcess(top, args.timeframes, args.weeks, args.latency, args.other_symbols)
     print(f"server {server.url}: top {top} coins, {args.timeframes}, {args.weeks:g} weeks, "
-          f"{args.latency * 1000:.0f} ms latency (ready in {time.perf_counter() - t0:.1f} s)")
+          f"{args.other_symbols} other symbols, {args.latency * 1000:.0f} ms latency (ready in {time.perf_counter() - t0:.1f} s)")
     rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,9 +1,10 @@
 """Benchmark: ``cryptorsi run --source live`` twice on one database, as two processes — how much faster is the re-run?
 
-    python bench/bench_rerun.py [--top 30] [--latency 0,0.03,0.1] [--reps 5]
+    python bench/bench_rerun.py [--top 30] [--latency 0,0.03,0.1] [--reps 5] [--other-symbols 3000]
 
 The project's exchange server (:mod:`cryptorsi.testing.exchange_server`) serves the bundled sample market over
-HTTP (Binance spot and CoinGecko wire formats) with ``--latency`` seconds added to every answer. For each latency
+HTTP (Binance spot and CoinGecko wire formats) with ``--latency`` seconds added to every answer; its
+``exchangeInfo`` lists ``--other-symbols`` more pairs, as Binance's lists ~3,000 (every run reads them). For each latency
 and repetition, the command runs on a new database (cold: every candle downloaded and stored) and then again on
 the same database (warm: the cache has every closed candle, so no klines request is needed), each as a fresh
 process timed from outside, as a user would see it — imports, network, analysis, writes and exit included. The
@@ -43,17 +44,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--top", type=int, default=30, help="top N coins (default 30, as in the acceptance run)")
     parser.add_argument("--latency", default="0,0.03,0.1", help="seconds added to every answer, comma-separated")
+    parser.add_argument("--other-symbols", type=int, default=3000,
+                        help="other pairs in exchangeInfo, as Binance lists ~3,000 (default 3000)")
     parser.add_argument("--reps", type=int, default=5, help="cold + warm pairs per latency (default 5)")
     args = parser.parse_args()
 
     from cryptorsi.testing.exchange_server import ExchangeServer, Faults, sample_market
 
     timeframes = TIMEFRAMES.split(",")
-    market = sample_market(args.top, intervals=timeframes, weeks=WEEKS + 2)
+    market = sample_market(args.top, intervals=timeframes, weeks=WEEKS + 2, other_symbols=args.other_symbols)
     for symbol in market.symbols:  # encode the wire rows now, not during the timed runs
         for tf in timeframes:
             market.kline_rows(symbol["symbol"], tf, 0, None, 1, market.now())
-    print(f"top {args.top} coins x {TIMEFRAMES} x {WEEKS} weeks, {args.reps} cold + warm pairs per latency")
+    print(f"top {args.top} coins x {TIMEFRAMES} x {WEEKS} weeks, {args.other_symbols} other symbols, "
+          f"{args.reps} cold + warm pairs per latency")
     with tempfile.TemporaryDirectory() as tmp:
         for latency in (float(x) for x in args.latency.split(",")):
             with ExchangeServer(market=market, faults=Faults(latency_s=latency)) as server:

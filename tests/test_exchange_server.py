@@ -359,6 +359,35 @@ def test_sample_market_serves_the_sample_candles_with_its_quirks():
     assert _encode_rows(t, x, H) == [_encode_row(int(t[i]), *x[i], H) for i in range(2)]
 
 
+def test_sample_market_other_symbols_only_lengthen_exchange_info():
+    from cryptorsi.sources.live import LiveSource
+    from cryptorsi.sources.universe import select_universe
+    from cryptorsi.testing.exchange_server import sample_market
+
+    picked = {}
+    for extra in (0, 25):
+        market = sample_market(8, intervals=("1d",), weeks=2, other_symbols=extra)
+        with ExchangeServer(market=market) as srv:
+            symbols = get(srv, "/api/v3/exchangeInfo").json()["symbols"]
+            assert all(s["permissionSets"] for s in symbols)
+            lean = get(srv, "/api/v3/exchangeInfo", showPermissionSets="false").json()["symbols"]
+            assert lean == [dict(s, permissionSets=[]) for s in symbols]
+            others = [s for s in symbols if s["symbol"].startswith("ZZ")]
+            assert len(others) == extra and sum(s["status"] == "BREAK" for s in others) == extra // 10
+            if extra:
+                assert get(srv, "/api/v3/klines", symbol=others[0]["symbol"], interval="1d").json() == []
+            src = LiveSource(srv.url, srv.url, timeout=5.0)
+            try:
+                listings, _ = select_universe(src.top_coins(8), src.markets(), exchange="binance",
+                                              quotes=("USDT",), benchmark="BTC", include_stablecoins=False)
+                assert len(src.markets()) == len(symbols)
+                assert [r.params for r in srv.requests("exchangeInfo")][-1] == {"showPermissionSets": "false"}
+            finally:
+                src.close()
+            picked[extra] = [(l.coin_id, l.pair) for l in listings]
+    assert picked[25] == picked[0] and len(picked[0]) >= 4
+
+
 def test_reset_budget_forgets_weight_and_backoff():
     market = synthetic_market(2, intervals=("1d",), weeks=1, now_ms=NOW)
     with ExchangeServer(market=market, weight_limit=25, weight_window_s=60) as srv:

@@ -545,3 +545,36 @@ def test_stats_shape(source):
             "weight_limit", "paused_s"} <= set(stats)
     assert stats["requests"] == 2 and stats["weight"] == 22 and stats["candles"] == 349
     assert np.isclose(stats["weight_limit"], 6000)
+
+
+def test_spot_markets_read_exchange_info_as_ccxt_parses_it(server):
+    import ccxt
+    import requests
+
+    from cryptorsi.sources.live import currency_code_of, spot_markets
+
+    served = requests.get(f"{server.url}/api/v3/exchangeInfo", timeout=5).json()["symbols"]
+    assert any(s["status"] == "BREAK" for s in served)
+
+    def entry(symbol, base, quote, status="TRADING", **extra):
+        return dict(served[0], symbol=symbol, baseAsset=base, quoteAsset=quote, status=status, **extra)
+
+    entries = served + [
+        entry("YOYOBTC", "YOYO", "BTC"),  # ccxt's currency code: YOYOW
+        entry("YOYOWBTC", "YOYOW", "BTC", status="BREAK"),  # the same unified pair again: the later one counts
+        entry("BCCUSDT", "BCC", "USDT"),
+        entry("GRPUSDT", "GRP", "USDT", permissions=["SPOT", "TRD_GRP_003"]),  # trading, yet inactive to ccxt
+        entry("HALTUSDT", "HALT", "USDT", status="HALT"),
+        entry("EODUSDT", "EOD", "USDT", status="END_OF_DAY"),
+    ]
+    ex = ccxt.binance()
+    ex.options["crossMarginPairsData"] = ex.options["isolatedMarginPairsData"] = []  # as fetch_markets sets them
+    # the reference: ccxt's own parser of each exchangeInfo symbol, and its market table (set_markets)
+    ex.set_markets([m for m in (ex.parse_market(raw) for raw in entries) if m is not None])
+    reference = {m["symbol"]: (m["base"], m["quote"], m["active"], m["id"]) for m in ex.markets.values() if m["spot"]}
+    assert all(currency_code_of(ex)(a) == ex.safe_currency_code(a) for a in ("YOYO", "BCC", "btc", "ETH"))
+    markets, ids = spot_markets(entries + [{"status": "TRADING"}, "junk"], currency_code_of(ex))
+    assert {m.pair: (m.base, m.quote, m.active, ids[m.pair]) for m in markets} == reference
+    assert reference["YOYOW/BTC"] == ("YOYOW", "BTC", False, "YOYOWBTC")
+    assert reference["GRP/USDT"][2] is False and reference["BCC/USDT"][2] is True
+    assert len(markets) == len(served) + 5

@@ -268,6 +268,7 @@ def sample_market(
     listed_ms: Mapping[str, int] | None = None,
     halted_ms: Mapping[str, int] | None = None,
     now_ms: int = SAMPLE_NOW_MS,
+    other_symbols: int = 0,
 ) -> ExchangeMarket:
     """The bundled synthetic sample market (:class:`~cryptorsi.sources.sample.SampleSource`) served over the wire:
     its ``top_n`` largest coins on CoinGecko (stablecoins, wrapped twins, coins without a pair and a shared ticker
@@ -278,6 +279,8 @@ def sample_market(
     ``listed_ms`` / ``halted_ms`` map pairs to the time of their first candle (a late listing) / the time after
     which they have none (a pair still TRADING whose candles stop, like a halted or recorded series).
     The sample's candles are closed up to its end (2026-01-01), ``now_ms`` is the exchange's clock.
+    ``other_symbols`` adds that many pairs of coins outside the top (no candles, one in ten BREAK) to
+    ``exchangeInfo``: Binance lists ~3,000 spot symbols, and every run reads them all.
     """
     from cryptorsi.sources.sample import SAMPLE_END_MS, SampleSource
 
@@ -297,6 +300,9 @@ def sample_market(
             first = max(start, (listed_ms or {}).get(m.pair, start))
             frames[(symbol, interval)] = source.candles(m, interval, first,
                                                         min(SAMPLE_END_MS, (halted_ms or {}).get(m.pair, SAMPLE_END_MS)))
+    quotes_cycle = ("USDT", "BTC", "USDC", "FDUSD", "TRY", "EUR")
+    symbols += [{"symbol": f"ZZ{i:04d}{q}", "base": f"ZZ{i:04d}", "quote": q, "status": "BREAK" if i % 10 == 9
+                 else "TRADING"} for i, q in ((i, quotes_cycle[i % len(quotes_cycle)]) for i in range(other_symbols))]
     coin_items = [{"id": c.coin_id, "symbol": c.symbol.lower(), "name": c.name, "market_cap": c.market_cap}
                   for c in coins]
     return ExchangeMarket.from_frames(coin_items, symbols, frames, now_ms=now_ms)
@@ -479,6 +485,7 @@ class ExchangeServer:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._symbols_json: dict[bool, bytes] = {}  # exchangeInfo's symbols, encoded on the first request
         self._rng = random.Random(self.faults.seed)
         self._counts: dict[str, int] = {}
         self._window = -1
@@ -695,7 +702,7 @@ class ExchangeServer:
         elif endpoint == "time":
             status, payload = 200, json.dumps({"serverTime": self.market.now()}).encode()
         elif endpoint == "exchangeInfo":
-            status, payload = 200, json.dumps(self._exchange_info(), separators=(",", ":")).encode()
+            status, payload = 200, self._exchange_info_body(params.get("showPermissionSets", "true") != "false")
         else:
             status, payload = self._klines(params, fault)
         if fault == "malformed" and status == 200:
@@ -730,7 +737,22 @@ class ExchangeServer:
             rows[k - 1], rows[k] = rows[k], rows[k - 1]
         return 200, ("[" + ",".join(rows) + "]").encode()
 
+    def _exchange_info_body(self, permission_sets: bool = True) -> bytes:
+        """exchangeInfo as sent: the symbols' JSON is encoded once (megabytes with ``other_symbols``, as
+        Binance's is), the rest per request (its serverTime moves with the clock). Without ``permission_sets``
+        (``showPermissionSets=false``) each symbol's ``permissionSets`` is empty, as Binance sends it."""
+        head = json.dumps(self._exchange_info(), separators=(",", ":")).encode()
+        with self._lock:
+            symbols = self._symbols_json.get(permission_sets)
+            if symbols is None:
+                entries = [_symbol_entry(s, self._last_price(s["symbol"])) for s in self.market.symbols]
+                if not permission_sets:
+                    entries = [dict(e, permissionSets=[]) for e in entries]
+                symbols = self._symbols_json[permission_sets] = json.dumps(entries, separators=(",", ":")).encode()
+        return head[:-1] + b',"symbols":' + symbols + b"}"
+
     def _exchange_info(self) -> dict:
+        """exchangeInfo without its symbols (see _exchange_info_body)."""
         if self.advertise_limit:
             w = self.weight_window_s
             interval, num = ("MINUTE", int(w // 60)) if w % 60 == 0 else ("SECOND", int(round(w)))
@@ -748,7 +770,6 @@ class ExchangeServer:
                 {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
             ],
             "exchangeFilters": [],
-            "symbols": [_symbol_entry(s, self._last_price(s["symbol"])) for s in self.market.symbols],
         }
 
     def _last_price(self, symbol: str) -> float:
