@@ -165,7 +165,8 @@ def main() -> None:
     t0 = time.perf_counter()
     server = ServerProcess(top, args.timeframes, args.weeks, args.latency, args.other_symbols)
     print(f"server {server.url}: top {top} coins, {args.timeframes}, {args.weeks:g} weeks, "
-          f"{args.other_symbols} other symbols, {args.latency * 1000:.0f} ms latency (ready in {time.perf_counter() - t0:.1f} s)")
+          f"{args.other_symbols} other symbols, {args.latency * 1000:.0f} ms latency "
+          f"(ready in {time.perf_counter() - t0:.1f} s)")
     rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -4,8 +4,8 @@
 
 The project's exchange server (:mod:`cryptorsi.testing.exchange_server`) serves the bundled sample market over
 HTTP (Binance spot and CoinGecko wire formats) with ``--latency`` seconds added to every answer; its
-``exchangeInfo`` lists ``--other-symbols`` more pairs, as Binance's lists ~3,000 (every run reads them). For each latency
-and repetition, the command runs on a new database (cold: every candle downloaded and stored) and then again on
+``exchangeInfo`` lists ``--other-symbols`` more pairs, as Binance's lists ~3,000 (every run reads them). For each
+latency and repetition, the command runs on a new database (cold: every candle downloaded and stored), then on
 the same database (warm: the cache has every closed candle, so no klines request is needed), each as a fresh
 process timed from outside, as a user would see it — imports, network, analysis, writes and exit included. The
 server's request budget is reset before each run, so no run waits on a 429. Prints, per latency, the median cold

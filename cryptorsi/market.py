@@ -160,7 +160,8 @@ def candles_from_arrays(open_time_ms, open_, high, low, close, volume) -> pd.Dat
 
 def candles_from_table(table: np.ndarray) -> pd.DataFrame:
     """A candle frame from an (n, 6) array of rows ``[open time in UTC ms, open, high, low, close, volume]``."""
-    return _candle_frame(open_time_index(table[:, 0].astype(np.int64)), np.ascontiguousarray(table[:, 1:].T, dtype=np.float64))
+    columns = np.ascontiguousarray(table[:, 1:].T, dtype=np.float64)
+    return _candle_frame(open_time_index(table[:, 0].astype(np.int64)), columns)
 
 
 def candle_table(candles: pd.DataFrame) -> np.ndarray:

@@ -581,7 +581,7 @@ class LiveSource(MarketSource):
             # the same request fetch_ohlcv sends, without its per-row parsing (10x slower than numpy's)
             symbol = self._market_ids.get(market.pair)
             if symbol is None:  # as ccxt's ex.market(pair) says it
-                raise _Fatal(f"binance does not have market symbol {market.pair}")
+                raise _Fatal(f"does not have market symbol {market.pair}")
             raw = ex.publicGetKlines({"symbol": symbol, "interval": ex.timeframes.get(timeframe, timeframe),
                                       "startTime": since, "endTime": end_ms - 1, "limit": KLINES_LIMIT})
             return raw, None
@@ -795,7 +795,7 @@ def spot_markets(symbols: list, currency_code: Callable[[str], str]) -> tuple[li
     ``pair`` is ccxt's unified ``BASE/QUOTE`` from its currency codes (``currency_code``, see
     :func:`currency_code_of`); a market is active when its status is TRADING and it is not in permission group
     TRD_GRP_003, as ccxt has it; a later duplicate pair replaces an earlier one, as in ccxt's market table.
-    Four fields are read per symbol where ccxt parses some forty (tests compare the two on real answers).
+    Four fields are read per symbol where ccxt parses some forty (a test compares the two).
     """
     markets: dict[str, Market] = {}
     ids: dict[str, str] = {}

@@ -300,9 +300,11 @@ def sample_market(
             first = max(start, (listed_ms or {}).get(m.pair, start))
             frames[(symbol, interval)] = source.candles(m, interval, first,
                                                         min(SAMPLE_END_MS, (halted_ms or {}).get(m.pair, SAMPLE_END_MS)))
-    quotes_cycle = ("USDT", "BTC", "USDC", "FDUSD", "TRY", "EUR")
-    symbols += [{"symbol": f"ZZ{i:04d}{q}", "base": f"ZZ{i:04d}", "quote": q, "status": "BREAK" if i % 10 == 9
-                 else "TRADING"} for i, q in ((i, quotes_cycle[i % len(quotes_cycle)]) for i in range(other_symbols))]
+    other_quotes = ("USDT", "BTC", "USDC", "FDUSD", "TRY", "EUR")
+    for i in range(other_symbols):
+        base, quote = f"ZZ{i:04d}", other_quotes[i % len(other_quotes)]
+        symbols.append({"symbol": base + quote, "base": base, "quote": quote,
+                        "status": "BREAK" if i % 10 == 9 else "TRADING"})
     coin_items = [{"id": c.coin_id, "symbol": c.symbol.lower(), "name": c.name, "market_cap": c.market_cap}
                   for c in coins]
     return ExchangeMarket.from_frames(coin_items, symbols, frames, now_ms=now_ms)
