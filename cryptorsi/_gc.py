@@ -44,13 +44,15 @@ def gc_paused() -> Iterator[None]:
 
 
 def freeze_imports() -> None:
-    """Move every object the collector tracks now, and what later ``gc_paused`` blocks create, to its permanent
-    generation (:func:`gc.freeze`), where collections never walk them.
+    """Move every object the collector tracks to its permanent generation (:func:`gc.freeze`), where collections
+    never walk them: now, and again each time an outermost ``gc_paused`` block (a lazy import) ends.
 
     Modules, classes and functions live as long as the process, yet the first collections after the imports
     walk all of them: ~0.1 s of a ~1.2 s ``cryptorsi run`` on a warm cache (measured with ``gc.callbacks``).
-    Only for a process cryptorsi owns, from its entry point: in a notebook the user's own objects would be
-    frozen with ours, and any cycle among them never freed.
+    What else is alive at those moments is frozen too: reference counting still frees it, but a reference cycle
+    among frozen objects is never collected. Hence only for a process cryptorsi owns, from its entry point (a
+    command's run, a worker, whose lazy imports come early); never in a notebook, where the user's objects
+    would be frozen with ours.
     """
     global _freeze_after
     with _lock:
