@@ -129,17 +129,17 @@ def empty_candles() -> pd.DataFrame:
 
 #: The index dtype ``pd.to_datetime(ms, unit="ms", utc=True)`` gives (UTC; nanoseconds in pandas 2, microseconds
 #: in pandas 3), built directly below: to_datetime's checks cost more than the rest of a candle frame.
-OPEN_TIME_DTYPE = pd.to_datetime(np.zeros(1, dtype=np.int64), unit="ms", utc=True).dtype
-_PER_MS = {"ms": 1, "us": 1_000, "ns": 1_000_000}[OPEN_TIME_DTYPE.unit]
+_OPEN_TIME_DTYPE = pd.to_datetime(np.zeros(1, dtype=np.int64), unit="ms", utc=True).dtype
+_PER_MS = {"ms": 1, "us": 1_000, "ns": 1_000_000}[_OPEN_TIME_DTYPE.unit]
 _MAX_MS = np.iinfo(np.int64).max // 1_000_000  # beyond it (year 2262) nanoseconds overflow: to_datetime says so
 
 
-def open_time_index(open_time_ms) -> pd.DatetimeIndex:
+def _open_time_index(open_time_ms) -> pd.DatetimeIndex:
     """UTC open times in milliseconds as the ``open_time`` index of a candle frame."""
     ms = np.asarray(open_time_ms, dtype=np.int64)
     if len(ms) and np.abs(ms).max() > _MAX_MS:
         return pd.DatetimeIndex(pd.to_datetime(ms, unit="ms", utc=True), name="open_time")
-    return pd.DatetimeIndex((ms * _PER_MS).view(f"datetime64[{OPEN_TIME_DTYPE.unit}]"), dtype=OPEN_TIME_DTYPE,
+    return pd.DatetimeIndex((ms * _PER_MS).view(f"datetime64[{_OPEN_TIME_DTYPE.unit}]"), dtype=_OPEN_TIME_DTYPE,
                             name="open_time")
 
 
@@ -151,7 +151,7 @@ def _candle_frame(index: pd.DatetimeIndex, columns: np.ndarray) -> pd.DataFrame:
 
 def candles_from_arrays(open_time_ms, open_, high, low, close, volume) -> pd.DataFrame:
     """Build a candle frame from column arrays (open times in UTC milliseconds)."""
-    index = open_time_index(open_time_ms)
+    index = _open_time_index(open_time_ms)
     columns = np.empty((len(CANDLE_COLUMNS), len(index)))
     for row, values in enumerate((open_, high, low, close, volume)):
         columns[row] = np.asarray(values, dtype=np.float64)
@@ -161,7 +161,7 @@ def candles_from_arrays(open_time_ms, open_, high, low, close, volume) -> pd.Dat
 def candles_from_table(table: np.ndarray) -> pd.DataFrame:
     """A candle frame from an (n, 6) array of rows ``[open time in UTC ms, open, high, low, close, volume]``."""
     columns = np.ascontiguousarray(table[:, 1:].T, dtype=np.float64)
-    return _candle_frame(open_time_index(table[:, 0].astype(np.int64)), columns)
+    return _candle_frame(_open_time_index(table[:, 0].astype(np.int64)), columns)
 
 
 def candle_table(candles: pd.DataFrame) -> np.ndarray:
