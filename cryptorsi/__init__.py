@@ -14,11 +14,8 @@ import importlib
 import logging
 from typing import TYPE_CHECKING
 
-from cryptorsi._gc import gc_paused
-
 # The public names are imported on first use (PEP 562), as scipy and scikit-image do (Scientific Python SPEC 1):
-# ``import cryptorsi`` is instant, and the ``cryptorsi`` command can set up the process (cryptorsi.cli) before
-# pandas, numpy and ccxt come in.
+# ``import cryptorsi`` is instant; pandas, numpy and the rest come in with the first public name used.
 _PUBLIC = {
     "AnalysisConfig": "cryptorsi.config",
     "AnalysisResult": "cryptorsi.result",
@@ -58,9 +55,8 @@ def __getattr__(name: str):
     if name not in _PUBLIC:
         raise AttributeError(f"module 'cryptorsi' has no attribute {name!r}")
     module = _PUBLIC[name]
-    with gc_paused():  # pandas and numpy come in here
-        value = (importlib.import_module(f"cryptorsi.{name}") if module is None
-                 else getattr(importlib.import_module(module), name))
+    value = (importlib.import_module(f"cryptorsi.{name}") if module is None
+             else getattr(importlib.import_module(module), name))
     globals()[name] = value
     return value
 

@@ -8,15 +8,10 @@ traceback only with ``--verbose``).
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import logging
-import os
 import sys
-import threading
 from collections.abc import Sequence
-
-from cryptorsi._gc import freeze_imports, gc_paused
 
 __all__ = ["main"]
 
@@ -40,6 +35,7 @@ OPTION_OF_FIELD = {
     "coingecko_url": "--coingecko-url",
     "coingecko_api_key": "--coingecko-api-key",
     "min_overlap": "--min-overlap",
+    "requests_in_flight": "--requests-in-flight",
     "max_lag": "--max-lag",
     "rolling_window": "--rolling-window",
     "min_stability": "--min-stability",
@@ -86,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="CoinGecko API key (default: $COINGECKO_API_KEY); never stored")
     run.add_argument("--include-stablecoins", dest="include_stablecoins", action="store_true",
                      help="keep stablecoins and wrapped tokens")
+    run.add_argument("--requests-in-flight", dest="requests_in_flight", default=None,
+                     help="live: most exchange requests in flight at once, within the weight budget (default 8)")
     run.add_argument("--min-overlap", dest="min_overlap", default="30",
                      help="fewest common candles for a correlation (default 30)")
     run.add_argument("--max-lag", dest="max_lag", default="12",
@@ -121,26 +119,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def console_main() -> None:
-    """The ``cryptorsi`` command (and ``python -m cryptorsi``): :func:`main`, then a quick exit.
-
-    By the time ``main`` returns, every agent thread is joined and every database closed. What is left of the
-    interpreter's exit is tearing down ~1,300 modules (ccxt's alone ~0.15 s): ~0.35 s, a sixth of a re-run on
-    a warm cache. So the exit handlers run, the standard streams are flushed, and the process leaves without
-    that teardown — unless another thread still runs (not one of ours), which the ordinary exit waits for.
-    The command owns its process, so what the imports made is frozen out of the garbage collector's walks
-    (:func:`cryptorsi._gc.freeze_imports`).
-    """
-    freeze_imports()
-    code = main()
-    if threading.active_count() > 1:
-        sys.exit(code)
-    atexit._run_exitfuncs()  # what the ordinary exit would run (logging's flush among them)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe (``| head``): nothing more can be written to it anyway
-            pass
-    os._exit(code)
+    """The ``cryptorsi`` command (and ``python -m cryptorsi``): :func:`main`, then exit with its code."""
+    sys.exit(main())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -170,10 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    with gc_paused():  # pandas and numpy come in here
-        from cryptorsi.config import AnalysisConfig
-        from cryptorsi.errors import ConfigError
-        from cryptorsi.runner import Runner, run_analysis
+    from cryptorsi.config import AnalysisConfig
+    from cryptorsi.errors import ConfigError
+    from cryptorsi.runner import Runner, run_analysis
 
     values = {field: getattr(args, field) for field in OPTION_OF_FIELD if getattr(args, field, None) is not None}
     values["include_stablecoins"] = args.include_stablecoins
@@ -197,8 +176,7 @@ def _worker(args) -> int:
     import signal
     import threading
 
-    with gc_paused():
-        from cryptorsi.worker_process import WorkerProcess
+    from cryptorsi.worker_process import WorkerProcess
 
     if not args.threads.isdigit():
         raise UsageError(f"--threads: must be a whole number >= 1, got {args.threads!r}")
@@ -223,8 +201,7 @@ def _worker(args) -> int:
 
 
 def _query(args) -> int:
-    with gc_paused():
-        from cryptorsi.storage.store import Store
+    from cryptorsi.storage.store import Store
 
     if args.what not in QUERIES:
         raise UsageError(f"WHAT: unknown query {args.what!r}; use one of {', '.join(QUERIES)}")

@@ -60,6 +60,9 @@ class AnalysisConfig:
     coingecko_url: str | None = None
     coingecko_api_key: str | None = field(default=None, repr=False, compare=False)
     include_stablecoins: bool = False
+    #: live: most exchange requests in flight at once, within the shared weight budget (None: the source's
+    #: default, 8 — chosen at 150 ms latency, see docs/live.md)
+    requests_in_flight: int | None = None
     #: fewest common timestamps for a correlation; below it the coin fails with "insufficient overlap"
     min_overlap: int = 30
     #: lead-lag: lags from -max_lag to +max_lag candles are tried (positive: the coin follows BTC)
@@ -97,6 +100,8 @@ class AnalysisConfig:
                 put(name, value.rstrip("/"))
         if not isinstance(self.include_stablecoins, bool):
             raise ConfigError("include_stablecoins", f"must be True or False, got {self.include_stablecoins!r}")
+        if self.requests_in_flight is not None:
+            put("requests_in_flight", _whole("requests_in_flight", self.requests_in_flight, low=1, high=64))
         put("min_overlap", _whole("min_overlap", self.min_overlap, low=2, high=10_000_000))
         put("max_lag", _whole("max_lag", self.max_lag, low=0, high=1000))
         if self.rolling_window is not None:

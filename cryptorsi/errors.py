@@ -8,6 +8,7 @@ __all__ = [
     "DatabaseError",
     "SourceError",
     "SourceUnavailable",
+    "SourceRefused",
     "RunFailed",
     "RunInterrupted",
 ]
@@ -35,6 +36,11 @@ class SourceError(CryptoRSIError):
 
 class SourceUnavailable(SourceError):
     """A market data source cannot be reached at all; the run cannot go on."""
+
+
+class SourceRefused(SourceUnavailable):
+    """The source's host refuses this client whatever it asks (HTTP 451 for a restricted location, a firewall's
+    403); the message names the ways out (another host, the offline sources)."""
 
 
 class RunFailed(CryptoRSIError):

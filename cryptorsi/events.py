@@ -72,6 +72,8 @@ class SourceSpec:
     binance_url: str | None = None
     coingecko_url: str | None = None
     db_path: str | None = None
+    #: live: most exchange requests in flight at once (None: the source's default)
+    requests_in_flight: int | None = None
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ For RSI(14) ``n_eff`` is typically ``n / 10 .. n / 20``; for white noise it is `
 ``correlation_significance(r, n_eff)``:
 
 * two-sided p-value of ``r`` from Student's t with ``n_eff - 2`` degrees of freedom:
-  ``t = r * sqrt((n_eff - 2) / (1 - r^2))``, ``p = P(|T| > |t|)`` (:func:`cryptorsi.tdist.two_sided_p`); 0 for
+  ``t = r * sqrt((n_eff - 2) / (1 - r^2))``, ``p = P(|T| > |t|)`` (``scipy.special.stdtr``); 0 for
   ``|r| = 1``, NaN for ``n_eff <= 2``;
 * a 95 % confidence interval by Fisher's z: ``tanh(atanh(r) -/+ 1.95996 / sqrt(n_eff - 3))``;
   ``(-1, 1)`` when ``n_eff <= 3``. Always ``ci_low <= r <= ci_high`` (clamped against rounding).
@@ -108,10 +108,10 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
+from scipy import special
 
 from cryptorsi.analytics import align, correlate_frame, pearson
 from cryptorsi.market import timeframe_ms
-from cryptorsi.tdist import two_sided_p
 
 __all__ = [
     "lag_profile",
@@ -870,7 +870,7 @@ def correlation_significance(r, n_eff, confidence: float = 0.95):
     with np.errstate(divide="ignore", invalid="ignore"):
         dof = n_arr - 2.0
         t = np.abs(rr) * np.sqrt(dof / (1.0 - rr * rr))
-        p = two_sided_p(t, dof)  # NaN for dof <= 0
+        p = 2.0 * special.stdtr(dof, -t)  # NaN for dof <= 0
         p = np.where((dof > 0) & (np.abs(rr) == 1.0), 0.0, p)
         z = np.arctanh(rr)
         half = NormalDist().inv_cdf(0.5 + confidence / 2.0) / np.sqrt(n_arr - 3.0)

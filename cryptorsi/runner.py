@@ -158,7 +158,7 @@ class Runner:
         self._analyzer = CryptoAnalyzer(self._bus, cfg, sid, self.windows, synthetic=source.synthetic)
         agents = [DatabaseManager(self._bus, cfg.db_path, session_id=sid)]
         if "fetcher" in self.local_agents:
-            agents.append(DataFetcher(self._bus, cfg.db_path, threads=getattr(source, "max_workers", 1),
+            agents.append(DataFetcher(self._bus, cfg.db_path, threads=source.concurrency,
                                       sources={source_spec(cfg): source}, coingecko_api_key=cfg.coingecko_api_key))
         else:
             source.close()

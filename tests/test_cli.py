@@ -26,6 +26,7 @@ SMALL = ["--source", "sample", "--top", "12", "--timeframes", "4h,1d", "--weeks"
         ("--rsi-method", "magic", "--rsi-method"),
         ("--binance-url", "not-a-url", "--binance-url"),
         ("--status-port", "99999", "--status-port"),
+        ("--requests-in-flight", "0", "--requests-in-flight"),
     ],
 )
 def test_bad_option_values_exit_2_with_one_line_naming_the_option(tmp_path, capsys, option, value, named):

@@ -239,6 +239,27 @@ def test_a_live_run_through_faults_is_exact_and_never_banned(tmp_path, monkeypat
     check_exact(str(db), market, broken=BROKEN)
 
 
+@pytest.mark.parametrize("faults", [Faults(refuse_status=451), Faults(script={"klines": {40: "451"}})],
+                         ids=["every request", "mid-run"])
+def test_a_restricted_location_ends_the_run_with_one_line(market, tmp_path, capsys, faults):
+    """HTTP 451 from Binance, on its first request or on one coin's page in the middle of a run: not retried, not a
+    per-coin failure; exit 1 with one line naming the refusal and the ways out; nothing more is asked."""
+    db = tmp_path / "refused.db"
+    with ExchangeServer(market=market, faults=faults) as server:
+        assert main(cli_args(server, db, "--no-progress")) == 1
+        binance = [r for r in server.requests() if r.endpoint != "coins/markets"]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "restricted location" in err and "--binance-url" in err, err
+    assert [r.status for r in binance].count(451) == 1
+    if faults.refuse_status:
+        assert len(binance) == 1
+    else:  # the run stops there: of its ~350 klines requests, the 41st was refused (in-flight ones still land)
+        assert len(binance) < 100
+        session = cr.Store(str(db)).sessions().iloc[-1]
+        assert session["status"] == "failed"
+    assert not cryptorsi_threads()
+
+
 # ------------------------------------------------------------------------------------------ progress
 
 
@@ -307,7 +328,7 @@ def closed_port() -> int:
 
 def _offline() -> bool:
     try:
-        socket.getaddrinfo("api.binance.com", 443)
+        socket.getaddrinfo("data-api.binance.vision", 443)
         return False
     except OSError:
         return True
@@ -326,12 +347,12 @@ def test_an_unreachable_network_fails_fast_with_one_line(tmp_path, market):
         (base + ["--binance-url", dead, "--coingecko-url", dead, "--db", str(tmp_path / "a.db")], env,
          f"cannot reach 127.0.0.1:{port} ("),
         (base + ["--db", str(tmp_path / "b.db")], dict(env, HTTPS_PROXY=dead, HTTP_PROXY=dead, NO_PROXY=""),
-         "cannot reach api.binance.com ("),
+         "cannot reach data-api.binance.vision ("),
         (base + ["--binance-url", server.url, "--coingecko-url", dead, "--db", str(tmp_path / "d.db")], env,
          f"cannot fetch the coin list: cannot reach 127.0.0.1:{port} ("),
     ]
     if _offline():
-        cases.append((base + ["--db", str(tmp_path / "c.db")], env, "cannot reach api.binance.com ("))
+        cases.append((base + ["--db", str(tmp_path / "c.db")], env, "cannot reach data-api.binance.vision ("))
 
     def run(case):
         argv, environ, host = case

@@ -12,10 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from cryptorsi.errors import SourceError, SourceUnavailable
+from cryptorsi.errors import SourceError, SourceRefused, SourceUnavailable
 from cryptorsi.market import TIMEFRAMES, Market
 from cryptorsi.sources.budget import WeightBudget
-from cryptorsi.sources.live import LiveSource, _check_page, _compact_kline_array, _KlinesText
+from cryptorsi.sources.live import LiveSource, _ccxt_message, _check_page
 from cryptorsi.testing.exchange_server import ExchangeMarket, ExchangeServer, Faults, synthetic_market
 
 NOW = 1_700_000_000_000 + 1_234_567  # mid-candle for every timeframe
@@ -224,55 +224,49 @@ def test_candles_paging_is_exact(server, market, parser):
 
 
 def as_ccxt_would_parse(body: str):
-    """What ccxt hands back for a body without cryptorsi's hook: the JSON value, or the text when it is not JSON."""
+    """What ccxt hands back for a body: the JSON value, or the text when it is not JSON."""
     try:
         return json.loads(body)
     except ValueError:
         return body
 
 
-def test_a_compact_klines_body_is_read_exactly_in_one_pass(market):
+def test_a_klines_page_is_read_exactly(market):
     body = "[" + ",".join(market.kline_rows("C001USDC", "1h", START, None, 1000, NOW)) + "]"
-    fast = _compact_kline_array(body)
-    assert fast is not None and fast.shape == (1000, 6)
     # every value exactly as float() reads its string (the first field is the open time, an integer)
     want = np.array([[float(v) for v in row[:6]] for row in json.loads(body)])
-    np.testing.assert_array_equal(fast, want)
-    problem, page = _check_page(_KlinesText(body), None, START, H, 0)
-    assert problem is None
+    problem, page = _check_page(json.loads(body), None, START, H, 0)
+    assert problem is None and page.shape == (1000, 6)
     np.testing.assert_array_equal(page, want)
 
 
 ROW = '[1700000000000,"1.5","2.5","1.0","2.0","10.0",1700003599999,"15.0",3,"5.0","7.5","0"]'
 ROW2 = ROW.replace("1700000000000", "1700003600000")
+Q = chr(34)
 
 
-@pytest.mark.parametrize("body", [
-    f"[{ROW},{ROW2}]",  # compact: read as CSV
-    f"[{ROW}, {ROW2}]",  # spaces: parsed as JSON
-    f"[\n  {ROW},\n  {ROW2}\n]",  # pretty-printed
-    f"[{ROW.replace(chr(34), '')},{ROW2.replace(chr(34), '')}]",  # numbers, not strings
-    f'[{ROW},[1700003600000,"1.5","2.5","1.0","2.0"]]',  # a short row
-    f'[[1700000000000,"1.5","2.5","1.0","2.0","10.0"],{ROW2}]',  # a short first row, then a long one
-    f'[{ROW},{ROW2.replace(chr(34) + "2.5" + chr(34), chr(34) + "abc" + chr(34))}]',  # not a number
-    f'[{ROW},{ROW2.replace(chr(34) + "2.5" + chr(34), chr(34) + "2,5" + chr(34))}]',  # a comma inside a string
-    f'[{ROW},{ROW2.replace(chr(34) + "2.5" + chr(34), chr(34) + "NaN" + chr(34))}]',  # not finite
-    f'[{ROW},{ROW2.replace(chr(34) + "2.5" + chr(34), "[2.5]")}]',  # nested
-    f"[{ROW},{ROW2}]]",  # trailing garbage
-    f"[{ROW2},{ROW}]",  # not increasing
-    "[[]]", "[]", "[[1,2,3]]", "[[", "]]",
+@pytest.mark.parametrize("body, problem", [
+    (f"[{ROW},{ROW2}]", None),
+    (f"[\n  {ROW},\n  {ROW2}\n]", None),  # pretty-printed
+    (f"[{ROW.replace(Q, '')},{ROW2.replace(Q, '')}]", None),  # numbers, not strings
+    (f'[[1700000000000,"1.5","2.5","1.0","2.0","10.0"],{ROW2}]', None),  # only the six fields read
+    (f'[{ROW},[1700003600000,"1.5","2.5","1.0","2.0"]]', "not kline rows"),  # a short row
+    (f'[{ROW},{ROW2.replace(Q + "2.5" + Q, Q + "abc" + Q)}]', "not kline rows of numbers"),
+    (f'[{ROW},{ROW2.replace(Q + "2.5" + Q, Q + "2,5" + Q)}]', "not kline rows of numbers"),
+    (f'[{ROW},{ROW2.replace(Q + "2.5" + Q, "[2.5]")}]', "not kline rows of numbers"),  # nested
+    (f'[{ROW},{ROW2.replace(Q + "2.5" + Q, Q + "NaN" + Q)}]', "non-finite values"),
+    (f"[{ROW2},{ROW}]", "open times not strictly increasing"),
+    (f"[{ROW},{ROW2}]]", "not a JSON list"),  # trailing garbage: ccxt hands back the text
+    ("[[]]", "not kline rows"), ("[[1,2,3]]", "not kline rows"), ("[[", "not a JSON list"),
+    ('{"code": 0}', "not a JSON list"),
+    ("[]", None),
 ])
-def test_every_klines_body_gets_the_same_verdict_as_json_parsing(body):
-    """The one-pass reader is only a shortcut: whatever it cannot read plainly goes through JSON, so the page and
-    the reported problem are those of parsing the body as JSON."""
-    got = _check_page(_KlinesText(body), None, 1_600_000_000_000, H, None) if body.startswith("[[") else None
-    want = _check_page(as_ccxt_would_parse(body), None, 1_600_000_000_000, H, None)
-    if got is not None:
-        assert got[0] == want[0]
-        if want[0] is None:
-            np.testing.assert_array_equal(got[1], want[1])
-    if body in (f"[{ROW},{ROW2}]", f"[{ROW.replace(chr(34), '')},{ROW2.replace(chr(34), '')}]", f"[{ROW2},{ROW}]"):
-        assert _compact_kline_array(body) is not None  # the shortcut was taken
+def test_each_malformed_klines_body_is_named(body, problem):
+    got, page = _check_page(as_ccxt_would_parse(body), None, 1_600_000_000_000, H, None)
+    assert got == problem
+    if problem is None:
+        assert page.shape == (len(json.loads(body)), 6)
+        assert (page[:, 0] == [1_700_000_000_000, 1_700_003_600_000][:len(page)]).all() and (page[:, 2] == 2.5).all()
 
 
 def test_candles_window_bounds_and_timeframes(source, market):
@@ -408,7 +402,7 @@ def test_threads_share_one_budget_and_never_get_banned(market, advertised, expla
     limit = 200 if advertised else 100
     with ExchangeServer(market=market, weight_limit=limit, weight_window_s=2.0, advertise_limit=advertised,
                         explain_429=explained, faults=Faults(latency_s=0.005)) as srv:
-        src = LiveSource(srv.url, srv.url, now_ms=NOW, weight_window_s=2.0, max_workers=6, **FAST)
+        src = LiveSource(srv.url, srv.url, now_ms=NOW, weight_window_s=2.0, requests_in_flight=6, **FAST)
         src.markets()
         jobs = [(market_of(p), "1h") for p in ("BTC/USDC", "C001/USDC", "C002/USDC", "C003/USDC", "C004/USDC",
                                                   "C005/USDC")] * 2
@@ -578,3 +572,65 @@ def test_spot_markets_read_exchange_info_as_ccxt_parses_it(server):
     assert reference["YOYOW/BTC"] == ("YOYOW", "BTC", False, "YOYOWBTC")
     assert reference["GRP/USDT"][2] is False and reference["BCC/USDT"][2] is True
     assert len(markets) == len(served) + 5
+
+
+# ------------------------------------------------------------------------------------------ refusals
+
+
+@pytest.mark.parametrize("status, says", [(451, "restricted location"), (403, "web application firewall")])
+def test_a_host_that_refuses_this_client_is_asked_once(market, status, says):
+    """451 (a restricted location) and a firewall's 403 are not retried; the message names the host and the ways
+    out, never the body's HTML; nothing more is sent to that host."""
+    with ExchangeServer(market=market, faults=Faults(refuse_status=status)) as srv:
+        src = LiveSource(srv.url, srv.url, now_ms=NOW, **FAST)
+        with pytest.raises(SourceRefused) as info:
+            src.markets()
+        message = str(info.value)
+        assert says in message and srv.url.split("//")[1] in message
+        assert "--binance-url" in message and "--source sample" in message
+        assert "<" not in message and "\n" not in message
+        with pytest.raises(SourceRefused):
+            src.candles(market_of("BTC/USDC"), "1d", START, NOW)
+        assert [r.status for r in srv.requests()] == [status]
+        assert src.stats()["retries"] == 0
+        src.close()
+
+
+def test_a_refusal_in_the_middle_of_paging_stops_every_later_request(market):
+    with ExchangeServer(market=market, faults=Faults(script={"klines": {2: "451"}})) as srv:
+        src = LiveSource(srv.url, srv.url, now_ms=NOW, **FAST)
+        src.markets()
+        with pytest.raises(SourceRefused, match="restricted location"):
+            src.candles(market_of("C001/USDC"), "1h", START, NOW)
+        assert [r.status for r in srv.requests("klines")] == [200, 200, 451]
+        with pytest.raises(SourceRefused):
+            src.candles(market_of("C002/USDC"), "1h", START, NOW)
+        assert len(srv.requests("klines")) == 3
+        src.close()
+
+
+def test_an_html_error_page_is_not_shown():
+    page = "<!DOCTYPE html>\n<html><body><h1>404 Not Found</h1>\n<p>nginx</p></body></html>"
+    assert _ccxt_message(Exception(f"binance GET https://host/api/v3/klines 404 {page}")) == "(an HTML page)"
+    assert _ccxt_message(Exception('binance {"code":-1121,"msg":"Invalid symbol."}')) == "Invalid symbol."
+    assert _ccxt_message(Exception("binance  some\n  text")) == "some text"
+
+
+@pytest.mark.parametrize("configured, expected", [(None, 8), (3, 3)])
+def test_requests_in_flight_is_a_bound_the_config_sets(market, configured, expected):
+    from cryptorsi.config import AnalysisConfig
+    from cryptorsi.sources import make_source
+
+    with ExchangeServer(market=market, faults=Faults(latency_s=0.02)) as srv:
+        config = AnalysisConfig(source="live", binance_url=srv.url, coingecko_url=srv.url,
+                                requests_in_flight=configured)
+        src = make_source(config)
+        assert src.concurrency == expected
+        src.now_ms = NOW
+        src.markets()
+        pairs = ["BTC/USDC", "C001/USDC", "C002/USDC", "C003/USDC", "C005/USDC"] * 4
+        with ThreadPoolExecutor(12) as pool:
+            list(pool.map(lambda pair: src.candles(market_of(pair), "1d", START, NOW), pairs))
+        assert srv.count("klines") == len(pairs)
+        assert 1 <= srv.most_in_flight <= expected
+        src.close()

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from cryptorsi.errors import CryptoRSIError, DatabaseError, SourceError
+from cryptorsi.errors import CryptoRSIError, DatabaseError, SourceError, SourceUnavailable
 from cryptorsi.events import (
     CoinProcessingFailed,
     FetchHistoricalPricesRequested,
@@ -95,6 +95,7 @@ class DataFetcher(QueueWorkerThread):
         self._local = threading.local()  # one read-only CandleCache connection per worker thread
         self._tallies: dict[tuple[str, str], _Tally] = {}
         self._tally_lock = threading.Lock()
+        self._failed_runs: set[str] = set()  # sessions this fetcher has failed (one RunFailed each)
         # One cache read at a time: reading rows is GIL-bound, and sqlite3 releases the GIL at every row, so
         # several threads reading at once mostly trade the GIL back and forth (2-3x slower in all)
         self._read_lock = threading.Lock()
@@ -210,6 +211,8 @@ class DataFetcher(QueueWorkerThread):
         tracked = event.source.name == "live"
         try:
             self._fetch_window(event, self.source(event.source), tracked)
+        except SourceUnavailable as exc:  # nothing more can be fetched (a host refusing this location...)
+            self._run_failed_once(event.session_id, str(exc))
         except (SourceError, DatabaseError) as exc:  # this coin failed, with a reason: not a task error
             self._prices_failed(event, exc)
         finally:
@@ -332,7 +335,15 @@ class DataFetcher(QueueWorkerThread):
 
     def _universe_failed(self, event: FetchTopCoinsRequested, exc: BaseException) -> None:
         what = "" if isinstance(exc, CryptoRSIError) else f"{type(exc).__name__}: "
-        self.publish(RunFailed(event.session_id, f"cannot fetch the coin list: {what}{exc}"))
+        self._run_failed_once(event.session_id, f"cannot fetch the coin list: {what}{exc}")
+
+    def _run_failed_once(self, session_id: str, reason: str) -> None:
+        """Fail the run (the first reason only: every coin after the first meets the same cause)."""
+        with self._tally_lock:
+            if session_id in self._failed_runs:
+                return
+            self._failed_runs.add(session_id)
+        self.publish(RunFailed(session_id, reason))
 
     def _prices_failed(self, event: FetchHistoricalPricesRequested, exc: BaseException) -> None:
         expected = isinstance(exc, (SourceError, DatabaseError))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 
-from cryptorsi._gc import gc_paused
 from cryptorsi.events import SourceSpec
 from cryptorsi.sources.base import MarketSource
 
@@ -19,7 +18,8 @@ __all__ = ["MarketSource", "SourceSpec", "make_source", "source_spec", "source_f
 def source_spec(config) -> SourceSpec:
     """The :class:`SourceSpec` of ``config`` (what a fetcher in another process needs to serve it)."""
     return SourceSpec(config.source, config.binance_url, config.coingecko_url,
-                      config.db_path if config.source == "cache" else None)
+                      config.db_path if config.source == "cache" else None,
+                      config.requests_in_flight if config.source == "live" else None)
 
 
 def make_source(config) -> MarketSource:
@@ -32,8 +32,7 @@ def source_from_spec(spec: SourceSpec, *, coingecko_api_key: str | None = None) 
     ``$COINGECKO_API_KEY``; ``$CRYPTORSI_HTTP_TIMEOUT`` (seconds, default 10) bounds each HTTP request of
     the live source (a slow link may need more; tests use less)."""
     if spec.name == "sample":
-        with gc_paused():  # scipy.signal
-            from cryptorsi.sources.sample import SampleSource
+        from cryptorsi.sources.sample import SampleSource
 
         return SampleSource()
     if spec.name == "cache":
@@ -41,12 +40,13 @@ def source_from_spec(spec: SourceSpec, *, coingecko_api_key: str | None = None) 
 
         return CacheSource(spec.db_path)
     if spec.name == "live":
-        with gc_paused():  # requests, tenacity
-            from cryptorsi.sources.live import LiveSource
+        from cryptorsi.sources.live import LiveSource
 
+        knobs = _http_timeout()
+        if spec.requests_in_flight is not None:
+            knobs["requests_in_flight"] = spec.requests_in_flight
         return LiveSource(binance_url=spec.binance_url, coingecko_url=spec.coingecko_url,
-                          coingecko_api_key=coingecko_api_key or os.environ.get("COINGECKO_API_KEY"),
-                          **_http_timeout())
+                          coingecko_api_key=coingecko_api_key or os.environ.get("COINGECKO_API_KEY"), **knobs)
     raise ValueError(f"source: unknown source {spec.name!r}")
 
 

@@ -31,6 +31,9 @@ class MarketSource(ABC):
     exchange: str = ""
     #: True when the data is synthetic: every display of it says so
     synthetic: bool = False
+    #: how many ``candles`` calls are worth running at once (the fetcher's threads): 1 for a source bound by
+    #: this process's CPU, more for one that waits on a network
+    concurrency: int = 1
 
     @abstractmethod
     def top_coins(self, n: int) -> list[Coin]:

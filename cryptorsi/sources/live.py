@@ -18,7 +18,6 @@ The CoinGecko key (argument or ``COINGECKO_API_KEY``) travels in a header only (
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -36,69 +35,51 @@ import requests
 import tenacity
 from requests.adapters import HTTPAdapter
 
-from cryptorsi._gc import gc_paused
-from cryptorsi.errors import SourceError, SourceUnavailable
+from cryptorsi.errors import SourceError, SourceRefused, SourceUnavailable
 from cryptorsi.market import Coin, Market, candles_from_table, empty_candles, timeframe_ms
 from cryptorsi.sources.base import MarketSource
 from cryptorsi.sources.budget import BudgetClosed, WeightBudget
-from cryptorsi.sources.page_parser import PageParserProcess
 
 __all__ = ["LiveSource", "BINANCE_URL", "COINGECKO_URL", "COINGECKO_PRO_URL"]
 
 log = logging.getLogger(__name__)
 
-BINANCE_URL = "https://api.binance.com"
+#: Binance's public market-data host: spot market data only, no key, and it answers where ``api.binance.com``
+#: refuses a restricted location (HTTP 451). Its use is under Binance's terms.
+BINANCE_URL = "https://data-api.binance.vision"
 COINGECKO_URL = "https://api.coingecko.com"
 COINGECKO_PRO_URL = "https://pro-api.coingecko.com"
 KLINES_LIMIT = 1000
+#: Binance requests in flight at once (``AnalysisConfig.requests_in_flight``): at 150 ms a klines page takes
+#: ~0.2 s, so 8 in flight ask ~40 pages a second, near Binance's 6,000 weight a minute (50 pages a second) and
+#: its budget decides beyond (see bench/bench_live.py --requests-in-flight)
+DEFAULT_REQUESTS_IN_FLIGHT = 8
 KLINES_WEIGHT = 2
-#: klines pages read in the fetch threads before the page-reading helper process is started (a small run never
-#: starts it: see cryptorsi.sources.page_parser)
-PAGE_PARSER_AFTER = 40
 EXCHANGE_INFO_WEIGHT = 20
 TIME_WEIGHT = 1
 _SUGGEST = "try --source sample or --source cache"
+_OFFLINE = "or work offline with --source sample or --source cache"
+
+
+def _refusal(status: int | None, host: str) -> str | None:
+    """The one-line reason when ``status`` means the host refuses this client as a whole, else None.
+
+    451: Binance's answer to a restricted location (the US, many cloud hosts: Colab, CI runners), on every
+    endpoint. 403: Binance's web application firewall (its documented answer to a client over its limits), or a
+    CDN's block page; its HTML body is never shown."""
+    if status == 451:
+        return (f"{host} refuses requests from this location (HTTP 451, restricted location); use another host "
+                f"with --binance-url (binance_url), {_OFFLINE}")
+    if status == 403:
+        return (f"{host} blocked the request (HTTP 403 from its web application firewall); wait before trying "
+                f"again, use another host with --binance-url (binance_url), {_OFFLINE}")
+    return None
 #: where each timeframe's candle grid starts: sub-daily and daily candles on UTC midnights, weekly ones on Mondays
 #: (1970-01-01 was a Thursday); 3-day candles keep the phase of the first one served (not documented by Binance)
 _GRID_OFFSET_MS = {"1w": 4 * 86_400_000, "3d": None}
 _UNITS = {"S": 1, "SECOND": 1, "M": 60, "MINUTE": 60, "H": 3600, "HOUR": 3600, "D": 86400, "DAY": 86400}
 _LIMIT_MSG = re.compile(r"limit is (\d+) request weight per (\d+) (SECOND|MINUTE|HOUR|DAY)", re.I)
 _WEIGHT_HEADER = re.compile(r"^x-mbx-used-weight-(\d+)([smhd])$", re.I)
-
-
-class _TimeoutAdapter(HTTPAdapter):
-    """An adapter that bounds the TCP connect separately (ccxt passes one number for connect and read): an
-    unreachable host is given up on after ``connect_s``, a slow answer after the read timeout.
-
-    It also reads a (non-streamed) body in one read instead of requests' 10 kB chunks: a 180 kB klines page
-    costs ~20 passes through urllib3's read machinery otherwise. Read errors map to the exceptions requests
-    itself raises (``ChunkedEncodingError``, ``ConnectionError`` for a read timeout...).
-    """
-
-    def __init__(self, connect_s: float, **kwargs):
-        self.connect_s = float(connect_s)
-        super().__init__(**kwargs)
-
-    def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
-        if isinstance(timeout, (int, float)):
-            timeout = (min(self.connect_s, float(timeout)), float(timeout))
-        response = super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
-        if not stream and response.raw is not None and response.status_code:
-            from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
-            from urllib3.exceptions import SSLError as Urllib3SSLError
-
-            try:
-                response._content = response.raw.read(decode_content=True) or b""
-            except ProtocolError as e:
-                raise requests.exceptions.ChunkedEncodingError(e) from None
-            except DecodeError as e:
-                raise requests.exceptions.ContentDecodingError(e) from None
-            except ReadTimeoutError as e:
-                raise requests.exceptions.ConnectionError(e) from None
-            except Urllib3SSLError as e:
-                raise requests.exceptions.SSLError(e) from None
-            response._content_consumed = True
-        return response
 
 
 class _Retry(Exception):
@@ -113,6 +94,10 @@ class _Fatal(Exception):
     """A failure that another attempt would not fix (unknown symbol, bad request, refused key...)."""
 
 
+class _Refused(Exception):
+    """The host refuses this client whatever it asks (HTTP 451, a firewall's 403): the run cannot go on."""
+
+
 class _Closed(Exception):
     pass
 
@@ -120,16 +105,16 @@ class _Closed(Exception):
 class LiveSource(MarketSource):
     """CoinGecko + Binance spot over HTTP. URLs are roots (``scheme://host[:port]``); ``None``: the public hosts.
 
-    Keyword-only knobs: ``timeout`` (seconds per HTTP request), ``max_workers`` (most Binance requests in
-    flight at once; also the size the fetcher's pool should have), ``weight_per_minute`` (the client's cap on
+    Keyword-only knobs: ``timeout`` (seconds per HTTP request), ``requests_in_flight`` (most Binance requests
+    in flight at once, within the weight budget; also :attr:`concurrency`, the fetcher's threads),
+    ``weight_per_minute`` (the client's cap on
     Binance weight; the budget the server advertises is adopted if smaller) and ``weight_window_s`` (the budget
     window: 60 s like Binance's minute; shorter in tests), ``now_ms`` (a fixed clock for tests), ``retry_base_s``
     / ``retry_max_s`` / ``max_attempts`` (backoff of transient failures), ``unavailable_after_s`` (how long
     ``top_coins``/``markets`` keep retrying an unreachable host), ``coingecko_plan`` (``"demo"`` or ``"pro"``;
     default: pro for the pro host), ``vs_currency`` (CoinGecko's market-cap currency), ``ohlcv_parser``
-    (``"numpy"``: ccxt's ``publicGetKlines`` — the request ``fetch_ohlcv`` sends — parsed with numpy, 5x less
-    CPU; ``"ccxt"``: ``fetch_ohlcv`` itself), ``page_parser`` (read pages in a helper process once a run has
-    asked for more than ``PAGE_PARSER_AFTER`` of them, see :mod:`cryptorsi.sources.page_parser`).
+    (``"numpy"``: ccxt's ``publicGetKlines`` — the request ``fetch_ohlcv`` sends — and one numpy conversion;
+    ``"ccxt"``: ``fetch_ohlcv`` itself, the reference).
     """
 
     name = "live"
@@ -143,7 +128,7 @@ class LiveSource(MarketSource):
         coingecko_api_key: str | None = None,
         *,
         timeout: float = 10.0,
-        max_workers: int = 8,
+        requests_in_flight: int = DEFAULT_REQUESTS_IN_FLIGHT,
         weight_per_minute: float = 6000,
         weight_window_s: float = 60.0,
         now_ms: int | None = None,
@@ -155,7 +140,6 @@ class LiveSource(MarketSource):
         coingecko_plan: str | None = None,
         vs_currency: str = "usd",
         ohlcv_parser: str = "numpy",
-        page_parser: bool = True,
     ):
         self.binance_url = (binance_url or BINANCE_URL).rstrip("/")
         key = coingecko_api_key if coingecko_api_key is not None else os.environ.get("COINGECKO_API_KEY") or None
@@ -166,9 +150,7 @@ class LiveSource(MarketSource):
             cg_root = COINGECKO_PRO_URL if (plan == "pro" and key) else COINGECKO_URL
         self.coingecko_url = cg_root
         self.timeout = float(timeout)
-        #: seconds to open a TCP connection (an unreachable host): the read timeout, at most 5 s
-        self.connect_timeout = min(5.0, self.timeout)
-        self.max_workers = max(1, int(max_workers))
+        self.concurrency = max(1, int(requests_in_flight))
         self.now_ms = now_ms
         self.retry_base_s = float(retry_base_s)
         self.retry_max_s = float(retry_max_s)
@@ -183,7 +165,7 @@ class LiveSource(MarketSource):
         self._coingecko_host = _host(self.coingecko_url)
         self._closed = threading.Event()
         self._budget = WeightBudget(weight_per_minute * weight_window_s / 60.0, weight_window_s)
-        self._inflight = threading.BoundedSemaphore(self.max_workers)
+        self._inflight = threading.BoundedSemaphore(self.concurrency)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._markets_lock = threading.Lock()
@@ -193,11 +175,11 @@ class LiveSource(MarketSource):
         self._market_ids: dict[str, str] = {}  # unified pair -> the exchange's symbol ("ETH/USDC" -> "ETHUSDC")
         self._server_offset_ms: float | None = None
         self._banned_until = 0.0
+        self._refused: str | None = None  # why the host refuses this client, once it has said so
         self._stats = {"requests": 0, "klines_requests": 0, "retries": 0, "rate_limited": 0, "banned": 0,
                        "errors": 0, "candles": 0, "coingecko_requests": 0, "coingecko_rate_limited": 0,
                        "empty_pages": 0}
         self._cg = self._make_coingecko(key, plan)
-        self._page_parser = PageParserProcess() if page_parser else None
         self._cg_lock = threading.Lock()
         self._cg_last: dict[str, Any] = {}
         self._redact = key  # only used to scrub messages; never printed
@@ -207,8 +189,7 @@ class LiveSource(MarketSource):
 
     # =========================================================================================== CoinGecko
     def _make_coingecko(self, key: str | None, plan: str):
-        with gc_paused():
-            from pycoingecko import CoinGeckoAPI
+        from pycoingecko import CoinGeckoAPI
 
         cg = CoinGeckoAPI()  # no key here: pycoingecko would put it in the query string (and so in logged URLs)
         session = cg.session
@@ -220,7 +201,7 @@ class LiveSource(MarketSource):
         session.headers["accept"] = "application/json"
         session.hooks["response"].append(self._cg_hook)
         cg.api_base_url = self.coingecko_url + "/api/v3/"
-        cg.request_timeout = (self.connect_timeout, self.timeout)
+        cg.request_timeout = self.timeout
         return cg
 
     def _cg_hook(self, response, *args, **kwargs):
@@ -297,40 +278,25 @@ class LiveSource(MarketSource):
     # =========================================================================================== Binance
     def _new_exchange(self):
         ccxt = _ccxt()
-        session = requests.Session()
-        # proxy and CA settings of the environment, read once: with trust_env requests re-reads os.environ twice
-        # per request, ~15% of the CPU a klines page costs
-        session.trust_env = False
-        session.proxies.update(requests.utils.get_environ_proxies(self.binance_url))
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if bundle:
-            session.verify = bundle
-        adapter = _TimeoutAdapter(self.connect_timeout, max_retries=0, pool_connections=2, pool_maxsize=2)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
+        ex = ccxt.binance({
+            "enableRateLimit": False,  # the shared WeightBudget replaces ccxt's per-instance limiter
+            "timeout": int(self.timeout * 1000),
+            "options": {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
+                        "fetchMargins": False, "adjustForTimeDifference": False},
+        })
         last: dict[str, Any] = {}
 
-        def hook(response, *args, **kwargs):  # runs once the answer is in (its body read by the adapter)
+        def hook(response, *args, **kwargs):  # the status and headers of every answer, errors included
             last["status"] = response.status_code
             last["headers"] = response.headers
             last["t"] = time.time()
             return response
 
-        session.hooks["response"].append(hook)
-        ex = ccxt.binance({
-            "enableRateLimit": False,  # the shared WeightBudget replaces ccxt's per-instance limiter
-            "timeout": int(self.timeout * 1000),
-            "session": session,
-            "options": {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
-                        "fetchMargins": False, "adjustForTimeDifference": False},
-        })
+        ex.session.hooks["response"].append(hook)
         ex.enableLastJsonResponse = True
-        if self.ohlcv_parser == "numpy":
-            ex.on_json_response = _json_or_klines_text  # ccxt's hook for decoding a JSON body
-        if self.binance_url != BINANCE_URL:
-            for key, url in list(ex.urls["api"].items()):
-                if isinstance(url, str):
-                    ex.urls["api"][key] = re.sub(r"^https?://[^/]+", self.binance_url, url)
+        for key, url in list(ex.urls["api"].items()):
+            if isinstance(url, str):
+                ex.urls["api"][key] = re.sub(r"^https?://[^/]+", self.binance_url, url)
         ex._cryptorsi_last = last
         return ex
 
@@ -351,6 +317,8 @@ class LiveSource(MarketSource):
         """One attempt: wait for the budget, send through this thread's ccxt instance, classify failures."""
         ccxt = _ccxt()
         self._check_open()
+        if self._refused is not None:  # nothing more is sent to a host that refuses this client
+            raise _Refused(self._refused)
         if time.monotonic() < self._banned_until:
             raise _Fatal("Binance banned this IP (HTTP 418); try again later")
         ex = self._exchange()
@@ -365,7 +333,14 @@ class LiveSource(MarketSource):
             with self._lock:
                 self._stats["requests"] += 1
             try:
-                return fn(ex)
+                try:
+                    return fn(ex)
+                except ccxt.BaseError:  # whatever ccxt made of a refusal (ExchangeNotAvailable, ExchangeError...)
+                    refusal = _refusal(last.get("status"), self._binance_host)
+                    if refusal is not None:
+                        self._refused = refusal
+                        raise _Refused(refusal) from None
+                    raise
             except (ccxt.DDoSProtection, ccxt.RateLimitExceeded) as e:
                 self._rate_limited(last, weight, str(e))
             except ccxt.RequestTimeout:
@@ -578,7 +553,7 @@ class LiveSource(MarketSource):
             if use_ccxt_parser:
                 rows = ex.fetch_ohlcv(market.pair, timeframe, since, KLINES_LIMIT, {"until": end_ms - 1})
                 return ex.last_json_response, rows
-            # the same request fetch_ohlcv sends, without its per-row parsing (10x slower than numpy's)
+            # the same request fetch_ohlcv sends, read by one numpy conversion instead of ccxt's per-row parse
             symbol = self._market_ids.get(market.pair)
             if symbol is None:  # as ccxt's ex.market(pair) says it
                 raise _Fatal(f"does not have market symbol {market.pair}")
@@ -594,26 +569,13 @@ class LiveSource(MarketSource):
             finally:
                 if on_request is not None:
                     on_request()
-            problem, page = _check_page(raw, rows, since, tf, grid, self._read_compact)
+            problem, page = _check_page(raw, rows, since, tf, grid)
             if problem:
                 raise _Retry(f"malformed klines page at {pd.Timestamp(since, unit='ms', tz='UTC')}: {problem}",
                              "malformed")
             return len(page), page[page[:, 0] < end_ms]
 
         return self._retrying(attempt, host=self._binance_host, what=what)
-
-    def _read_compact(self, text: str) -> np.ndarray | None:
-        """A compact klines body read by the helper process when it can, else here (see _compact_kline_array)."""
-        helper = self._page_parser
-        if helper is not None:
-            with self._lock:
-                pages = self._stats["klines_requests"]
-            if pages > PAGE_PARSER_AFTER:
-                helper.start()
-                table = helper.parse(text)
-                if table is not None:
-                    return table
-        return _compact_kline_array(text)
 
     # =========================================================================================== retries
     def _retrying(self, attempt: Callable[[], Any], *, host: str, what: str | None = None,
@@ -642,7 +604,7 @@ class LiveSource(MarketSource):
                 # give up before the next wait and attempt (a connect or read timeout, for a host that does not
                 # answer) would end past unavailable_after_s
                 k = counts["transient"]
-                attempt_s = self.timeout if exc.kind == "timeout" else self.connect_timeout
+                attempt_s = self.timeout
                 upcoming = min(self.retry_max_s, self.retry_base_s * 2 ** (k - 1)) + attempt_s
                 if time.monotonic() - started + upcoming > self.unavailable_after_s:
                     return True
@@ -684,6 +646,10 @@ class LiveSource(MarketSource):
             if fatal_unavailable:
                 raise SourceUnavailable(self._scrub(f"{host} refused the request ({e}); {_SUGGEST}")) from None
             raise SourceError(self._scrub(f"{label}: {e}")) from None
+        except _Refused as e:
+            with self._lock:
+                self._stats["errors"] += 1
+            raise SourceRefused(str(e)) from None
         except (_Closed, BudgetClosed):
             raise SourceError(f"{label}: source closed") from None
 
@@ -701,8 +667,7 @@ class LiveSource(MarketSource):
     # =========================================================================================== admin
     def stats(self) -> dict:
         """Counters for a progress display: requests (Binance), klines_requests, weight used, retries,
-        rate_limited (429s), banned (418s), errors, candles, coingecko_requests, the budget's state, and
-        pages_read_by_helper (see :mod:`cryptorsi.sources.page_parser`)."""
+        rate_limited (429s), banned (418s), errors, candles, coingecko_requests, and the budget's state."""
         budget = self._budget.snapshot()
         with self._lock:
             out = dict(self._stats)
@@ -713,7 +678,6 @@ class LiveSource(MarketSource):
         out["budget_waits"] = budget["waits"]
         out["paused_s"] = round(budget["paused_s"], 3)
         out["paused"] = budget["paused"]
-        out["pages_read_by_helper"] = self._page_parser.parsed if self._page_parser is not None else 0
         return out
 
     def close(self) -> None:
@@ -722,8 +686,6 @@ class LiveSource(MarketSource):
         self._budget.close()
         with self._lock:
             exchanges, self._exchanges = self._exchanges, []
-        if self._page_parser is not None:
-            self._page_parser.close()
         for ex in exchanges:
             try:
                 ex.session.close()
@@ -745,8 +707,7 @@ def _ccxt():
     """The ccxt module, imported on first use: its import loads every exchange it knows (~0.3 s)."""
     global _ccxt_module
     if _ccxt_module is None:
-        with gc_paused():
-            import ccxt
+        import ccxt
         _ccxt_module = ccxt
     return _ccxt_module
 
@@ -827,8 +788,10 @@ def _ccxt_message(e: Exception) -> str:
     m = re.search(r'"msg"\s*:\s*"([^"]*)"', text)
     if m:
         return m.group(1)
-    text = text.replace("binance ", "", 1)
-    return text[:200].strip()
+    if re.search(r"<(!doctype|html|head|body)\b", text, re.I):
+        return "(an HTML page)"  # a proxy's or CDN's error page: its markup says nothing to a reader
+    text = " ".join(text.replace("binance ", "", 1).split())
+    return text[:200]
 
 
 def _cg_message(e: Exception) -> str:
@@ -837,51 +800,6 @@ def _cg_message(e: Exception) -> str:
         status = arg.get("status") if isinstance(arg.get("status"), dict) else {}
         return str(status.get("error_message") or arg.get("error") or "")[:200]
     return ""
-
-
-class _KlinesText(list):
-    """A klines body kept as text: ccxt sees an empty list (nothing for its error checks), :func:`_check_page`
-    parses ``text`` itself, in one pass, instead of ccxt's ``json.loads`` and then a conversion per value."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str):
-        super().__init__()
-        self.text = text
-
-
-def _json_or_klines_text(text: str) -> Any:
-    """Installed as the ccxt instance's ``on_json_response``: a body of rows (``[[``) is left as text."""
-    if text.startswith("[["):
-        return _KlinesText(text)
-    return json.loads(text)
-
-
-#: pandas < 3 parses floats with a fast converter that can be one unit in the last place off; "round_trip" is exact
-_READ_CSV_EXACT = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
-
-
-def _compact_kline_array(text: str) -> np.ndarray | None:
-    """Fields 0-5 of a klines body written compactly as Binance does (``[[t,"o","h","l","c","v",...],...]``, no
-    spaces) as an (n, 6) float64 array, read as CSV by pandas' C parser (each value exactly as ``float`` reads it,
-    in about half the CPU of JSON then ``float``). None when the body is not plainly in that form (another layout,
-    ragged rows, a value that is not a number, a missing or non-finite one): the caller then parses it as JSON,
-    which tells what is wrong."""
-    if not (text.startswith("[[") and text.endswith("]]")):
-        return None
-    lines = text[2:-2].replace("],[", "\n")
-    if "[" in lines or "]" in lines:  # rows not separated by a bare "],[", or nested values
-        return None
-    rows = lines.count("\n") + 1
-    try:
-        frame = pd.read_csv(io.BytesIO(lines.encode()), header=None, usecols=range(6),
-                            dtype=np.float64, engine="c", na_filter=False, **_READ_CSV_EXACT)
-    except (ValueError, IndexError, pd.errors.ParserError):
-        return None
-    a = frame.to_numpy()
-    if a.shape != (rows, 6) or not np.isfinite(a).all():
-        return None
-    return a
 
 
 def _kline_array(raw: list) -> np.ndarray:
@@ -898,35 +816,26 @@ def _kline_array(raw: list) -> np.ndarray:
     return np.array([cols[0]] + [list(map(float, cols[k])) for k in range(1, 6)], dtype=np.float64).T.copy()
 
 
-def _check_page(raw: Any, rows: list | None, since: int, tf: int, grid: int | None,
-                read_compact: Callable[[str], np.ndarray | None] | None = None) -> tuple[str | None, np.ndarray]:
+def _check_page(raw: Any, rows: list | None, since: int, tf: int, grid: int | None) -> tuple[str | None, np.ndarray]:
     """Check a klines page and return ``(problem or None, array of [open_ms, o, h, l, c, v] rows)``.
 
     The raw body must be a list of kline rows of numbers, finite, with open times strictly increasing, not before
     ``since``, on the grid ``grid + k * tf`` (``None``: the first row's phase), and sane prices (low > 0,
-    low <= open, close <= high, volume >= 0). ``raw`` may be a :class:`_KlinesText` (the body, not parsed yet);
-    ``rows`` are ccxt's parsed rows when ccxt parsed the page (else the raw rows are parsed here);
-    ``read_compact`` reads a compact body (default :func:`_compact_kline_array`)."""
+    low <= open, close <= high, volume >= 0). ``rows`` are ccxt's parsed rows when ccxt parsed the page (else the
+    raw rows are converted here)."""
     empty = np.empty((0, 6))
-    a = (read_compact or _compact_kline_array)(raw.text) if isinstance(raw, _KlinesText) else None
-    if a is None:
-        if isinstance(raw, _KlinesText):
-            try:
-                raw = json.loads(raw.text)
-            except ValueError:
-                return "not a JSON list", empty
-        if not isinstance(raw, list):
-            return "not a JSON list", empty
-        if not raw:
-            return None, empty
-        try:
-            a = np.array(rows, dtype=np.float64) if rows is not None else _kline_array(raw)
-        except (TypeError, ValueError, KeyError):
-            return "not kline rows of numbers", empty
-        if a.ndim != 2 or a.shape[1] != 6 or len(a) != len(raw):
-            return "not kline rows" if rows is None else "rows lost in parsing", empty
-        if rows is not None and any(r[0] != row[0] for r, row in zip(rows, raw)):  # ccxt sorts what it parses
-            return "open times not strictly increasing", empty
+    if not isinstance(raw, list):
+        return "not a JSON list", empty
+    if not raw:
+        return None, empty
+    try:
+        a = np.array(rows, dtype=np.float64) if rows is not None else _kline_array(raw)
+    except (TypeError, ValueError, KeyError):
+        return "not kline rows of numbers", empty
+    if a.ndim != 2 or a.shape[1] != 6 or len(a) != len(raw):
+        return "not kline rows" if rows is None else "rows lost in parsing", empty
+    if rows is not None and any(r[0] != row[0] for r, row in zip(rows, raw)):  # ccxt sorts what it parses
+        return "open times not strictly increasing", empty
     return _check_rows(a, since, tf, grid), a
 
 

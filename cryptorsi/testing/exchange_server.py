@@ -343,6 +343,9 @@ class Faults:
     coingecko_retry_after: int | None = None
     #: added to every request, in seconds
     latency_s: float = 0.0
+    #: every Binance request answered with this status: 451 (Binance's restricted-location answer, its JSON body)
+    #: or 403 (a web application firewall's HTML page)
+    refuse_status: int | None = None
     script: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
@@ -367,6 +370,18 @@ class RequestRecord:
 _COINGECKO_429 = {"status": {"error_code": 429, "error_message": "You've exceeded the Rate Limit. Please visit "
                              "https://www.coingecko.com/en/api/pricing to subscribe to our API plans for higher "
                              "rate limits."}}
+#: whole-client refusals as Binance and its CDN send them: the 451 body is Binance's own (recorded in many user
+#: reports); the 403 is an AWS WAF / CloudFront block page (HTML)
+_REFUSALS = {
+    451: {"raw": b'{"code":0,"msg":"Service unavailable from a restricted location according to \'b. Eligibility\' '
+                 b'in https://www.binance.com/en/terms. Please contact customer service if you believe you received '
+                 b'this message in error."}'},
+    403: {"raw": b'<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01 Transitional//EN" "http://www.w3.org/TR/html4/loose.dtd">'
+                 b'\n<HTML><HEAD><META HTTP-EQUIV="Content-Type" CONTENT="text/html; charset=iso-8859-1">\n'
+                 b'<TITLE>ERROR: The request could not be satisfied</TITLE>\n</HEAD><BODY>\n<H1>403 ERROR</H1>\n'
+                 b'<H2>The request could not be satisfied.</H2>\n<HR noshade size="1px">\nRequest blocked.\n'
+                 b'</BODY></HTML>', "content_type": "text/html"},
+}
 _BINANCE_PATHS = {"/api/v3/exchangeInfo": "exchangeInfo", "/api/v3/klines": "klines", "/api/v3/ping": "ping",
                   "/api/v3/time": "time"}
 _INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M")
@@ -438,10 +453,11 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    def send_json(self, status: int, body: Any, headers: Mapping[str, str] | None = None, raw: bytes | None = None):
+    def send_json(self, status: int, body: Any, headers: Mapping[str, str] | None = None, raw: bytes | None = None,
+                  content_type: str = "application/json;charset=UTF-8"):
         data = raw if raw is not None else json.dumps(body, separators=(",", ":")).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json;charset=UTF-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
@@ -491,6 +507,9 @@ class ExchangeServer:
         self._rng = random.Random(self.faults.seed)
         self._counts: dict[str, int] = {}
         self._window = -1
+        self._in_flight = 0
+        #: the most requests being answered at once since the last reset_records()
+        self.most_in_flight = 0
         self._used = 0
         self._backoff_until = 0.0
         self._first_429 = 0.0
@@ -559,6 +578,7 @@ class ExchangeServer:
     def reset_records(self) -> None:
         with self._lock:
             self.records.clear()
+            self.most_in_flight = self._in_flight
 
     def reset_budget(self) -> None:
         """Forget the weight used, any 429 back-off and any ban (a new client, as after a long pause)."""
@@ -574,6 +594,16 @@ class ExchangeServer:
             self.records.append(rec)
 
     def _handle(self, h: _Handler) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self._in_flight)
+        try:
+            self._serve(h)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _serve(self, h: _Handler) -> None:
         h.t_counted = None
         split = urlsplit(h.path)
         params = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
@@ -681,6 +711,8 @@ class ExchangeServer:
                 h.send_json(status, None, headers, raw=b"<html><body><h1>%d Server Error</h1></body></html>" % status)
             elif status == 400 and endpoint == "klines":
                 h.send_json(status, {"code": -1121, "msg": "Invalid symbol."}, headers)
+            elif status in _REFUSALS:
+                h.send_json(status, None, headers, **_REFUSALS[status])
             else:
                 h.send_json(status, {"code": -1000, "msg": "An unknown error occurred while processing the request."},
                             headers)
@@ -689,6 +721,10 @@ class ExchangeServer:
 
     def _binance(self, h: _Handler, endpoint: str, params: dict) -> None:
         weight = WEIGHTS[endpoint]
+        if self.faults.refuse_status is not None:  # before any weight is counted, as a geo-block or WAF answers
+            self._record(h, endpoint, params, self.faults.refuse_status, 0, "refused")
+            h.send_json(self.faults.refuse_status, None, {}, **_REFUSALS[self.faults.refuse_status])
+            return
         status, headers, body = self._rate_check(h, weight)
         if status is not None:
             self._record(h, endpoint, params, status, weight, None)
