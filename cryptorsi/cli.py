@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--include-stablecoins", dest="include_stablecoins", action="store_true",
                      help="keep stablecoins and wrapped tokens")
     run.add_argument("--requests-in-flight", dest="requests_in_flight", default=None,
-                     help="live: most exchange requests in flight at once, within the weight budget (default 8)")
+                     help="live: most exchange requests in flight at once, within the weight budget (default 10)")
     run.add_argument("--min-overlap", dest="min_overlap", default="30",
                      help="fewest common candles for a correlation (default 30)")
     run.add_argument("--max-lag", dest="max_lag", default="12",

@@ -61,7 +61,7 @@ class AnalysisConfig:
     coingecko_api_key: str | None = field(default=None, repr=False, compare=False)
     include_stablecoins: bool = False
     #: live: most exchange requests in flight at once, within the shared weight budget (None: the source's
-    #: default, 8 — chosen at 150 ms latency, see docs/live.md)
+    #: default, 10 — chosen at 150 ms latency, see docs/live.md)
     requests_in_flight: int | None = None
     #: fewest common timestamps for a correlation; below it the coin fails with "insufficient overlap"
     min_overlap: int = 30

@@ -127,19 +127,9 @@ def empty_candles() -> pd.DataFrame:
     return candles_from_arrays(np.empty(0, dtype=np.int64), *(np.empty(0) for _ in CANDLE_COLUMNS))
 
 
-#: The index dtype ``pd.to_datetime(ms, unit="ms", utc=True)`` gives (UTC; nanoseconds in pandas 2, microseconds
-#: in pandas 3), built directly below: to_datetime's checks cost more than the rest of a candle frame.
-_OPEN_TIME_DTYPE = pd.to_datetime(np.zeros(1, dtype=np.int64), unit="ms", utc=True).dtype
-_PER_MS = {"ms": 1, "us": 1_000, "ns": 1_000_000}[_OPEN_TIME_DTYPE.unit]
-_MAX_MS = np.iinfo(np.int64).max // 1_000_000  # beyond it (year 2262) nanoseconds overflow: to_datetime says so
-
-
 def _open_time_index(open_time_ms) -> pd.DatetimeIndex:
     """UTC open times in milliseconds as the ``open_time`` index of a candle frame."""
-    ms = np.asarray(open_time_ms, dtype=np.int64)
-    if len(ms) and np.abs(ms).max() > _MAX_MS:
-        return pd.DatetimeIndex(pd.to_datetime(ms, unit="ms", utc=True), name="open_time")
-    return pd.DatetimeIndex((ms * _PER_MS).view(f"datetime64[{_OPEN_TIME_DTYPE.unit}]"), dtype=_OPEN_TIME_DTYPE,
+    return pd.DatetimeIndex(pd.to_datetime(np.asarray(open_time_ms, dtype=np.int64), unit="ms", utc=True),
                             name="open_time")
 
 

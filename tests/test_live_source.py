@@ -616,7 +616,7 @@ def test_an_html_error_page_is_not_shown():
     assert _ccxt_message(Exception("binance  some\n  text")) == "some text"
 
 
-@pytest.mark.parametrize("configured, expected", [(None, 8), (3, 3)])
+@pytest.mark.parametrize("configured, expected", [(None, 10), (3, 3)])
 def test_requests_in_flight_is_a_bound_the_config_sets(market, configured, expected):
     from cryptorsi.config import AnalysisConfig
     from cryptorsi.sources import make_source
