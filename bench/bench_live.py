@@ -190,8 +190,8 @@ def measure(args, top: int, latency: float, cr) -> None:
                 timings[label] = time.perf_counter() - start
                 cpu = time.process_time() - cpu
                 stats = server.command("stats")
-                print(f"  {label:<24} {timings[label]:8.2f} s ({cpu:5.1f} s CPU)   {stats['klines']:5d} klines requests, "
-                      f"{stats['requests']:5d} in all, {stats['n429']} x 429, {stats['n418']} x 418   "
+                print(f"  {label:<24} {timings[label]:8.2f} s ({cpu:5.1f} s CPU)   "
+                      f"{stats['klines']:5d} klines requests, {stats['requests']:5d} in all, {stats['n429']} x 429, {stats['n418']} x 418   "
                       f"({len(result.correlations)} correlations, {len(result.failures)} failures)")
             store = cr.Store(config.db_path)
             coins = store.coins(result.session_id)
@@ -206,8 +206,8 @@ def measure(args, top: int, latency: float, cr) -> None:
                 loop = time.perf_counter() - start
                 cpu = time.process_time() - cpu
                 stats = server.command("stats")
-                print(f"  {'sequential ccxt loop':<24} {loop:8.2f} s ({cpu:5.1f} s CPU)   {stats['klines']:5d} klines requests, "
-                      f"{stats['requests']:5d} in all, {stats['n429']} x 429, {stats['n418']} x 418")
+                print(f"  {'sequential ccxt loop':<24} {loop:8.2f} s ({cpu:5.1f} s CPU)   "
+                      f"{stats['klines']:5d} klines requests, {stats['requests']:5d} in all, {stats['n429']} x 429, {stats['n418']} x 418")
                 print(f"  {latency * 1000:.0f} ms: cold run {loop / cold:.1f}x faster than the sequential loop "
                       f"(target >= 8x at 150 ms); warm run {cold / warm:.1f}x faster than the cold one (target >= 5x)")
             else:

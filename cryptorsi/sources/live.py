@@ -6,7 +6,9 @@ thread-safe), all sharing the markets loaded once and one request-weight budget
 per-instance limiter is off. A 429 pauses every thread for its ``Retry-After`` (so a 418 ban never comes);
 network errors, timeouts, 5xx and malformed pages are retried with bounded exponential backoff (tenacity); an
 unknown symbol is not retried. Waits are event waits that :meth:`LiveSource.close` interrupts. An unreachable host
-(connecting is given at most 5 s) is given up on within ``unavailable_after_s`` with one line naming it.
+is given up on within ``unavailable_after_s`` with one line naming it; a host that refuses this client (HTTP 451 for
+a restricted location, a firewall's 403) is asked nothing more, and the line names the ways out
+(:class:`~cryptorsi.errors.SourceRefused`). Binance is reached at its public market-data host (:data:`BINANCE_URL`).
 
 Time is the exchange's: ``serverTime`` of ``exchangeInfo`` (a lower bound, taken when its answer arrived) decides
 which candles are closed, and ends the default window (:meth:`LiveSource.default_end_ms`), so a market whose clock
@@ -52,8 +54,9 @@ COINGECKO_PRO_URL = "https://pro-api.coingecko.com"
 KLINES_LIMIT = 1000
 #: Binance requests in flight at once (``AnalysisConfig.requests_in_flight``). At 150 ms a klines page takes ~0.2 s
 #: from request to rows, so 10 in flight ask ~50 pages a second: about the rate the weight budget sustains (90 % of
-#: Binance's 6,000 a minute, klines weigh 2: 45 pages a second). Fewer leave budget unused (8: a 55-coin cold run 15 s instead of 12 s at 150 ms); more only
-#: burst faster until the minute's budget is spent (bench/bench_live.py --requests-in-flight).
+#: Binance's 6,000 a minute, klines weigh 2: 45 pages a second). Fewer leave budget unused (8: a 55-coin cold run
+#: 15 s instead of 12-13 s at 150 ms); more only burst faster until the minute's budget is spent
+#: (bench/bench_live.py --requests-in-flight).
 DEFAULT_REQUESTS_IN_FLIGHT = 10
 KLINES_WEIGHT = 2
 EXCHANGE_INFO_WEIGHT = 20

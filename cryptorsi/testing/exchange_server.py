@@ -376,8 +376,8 @@ _REFUSALS = {
     451: {"raw": b'{"code":0,"msg":"Service unavailable from a restricted location according to \'b. Eligibility\' '
                  b'in https://www.binance.com/en/terms. Please contact customer service if you believe you received '
                  b'this message in error."}'},
-    403: {"raw": b'<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01 Transitional//EN" "http://www.w3.org/TR/html4/loose.dtd">'
-                 b'\n<HTML><HEAD><META HTTP-EQUIV="Content-Type" CONTENT="text/html; charset=iso-8859-1">\n'
+    403: {"raw": b'<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01 Transitional//EN" '
+                 b'"http://www.w3.org/TR/html4/loose.dtd">\n<HTML><HEAD><META HTTP-EQUIV="Content-Type" CONTENT="text/html; charset=iso-8859-1">\n'
                  b'<TITLE>ERROR: The request could not be satisfied</TITLE>\n</HEAD><BODY>\n<H1>403 ERROR</H1>\n'
                  b'<H2>The request could not be satisfied.</H2>\n<HR noshade size="1px">\nRequest blocked.\n'
                  b'</BODY></HTML>', "content_type": "text/html"},
