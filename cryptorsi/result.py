@@ -134,7 +134,7 @@ class AnalysisResult:
 
     # ------------------------------------------------------------------ internals
     def _recompute(self, config: AnalysisConfig) -> "AnalysisResult":
-        from cryptorsi.agents.analysis_job import analyze_timeframe
+        from cryptorsi.analysis import analyze_timeframe
         from cryptorsi.indicators import no_rsi_reason, rsi
 
         coins = self.universe.set_index("coin_id")
@@ -147,17 +147,19 @@ class AnalysisResult:
             frame = rsi(closes, period=config.rsi_period, method=config.rsi_method)
             has_rsi = frame.notna().any()
             rsi_frames[timeframe] = frame = frame.loc[:, has_rsi]
+            # why the benchmark has no RSI, if it has none: its fetch failed, or it has too few candles
+            fetched = fetch_failures[(fetch_failures["timeframe"] == timeframe)
+                                     & (fetch_failures["coin_id"] == benchmark)]
+            cause = fetched["reason"].iloc[0] if len(fetched) else None
             for coin_id in has_rsi.index[~has_rsi]:
+                reason = no_rsi_reason(config.rsi_period, closes[coin_id].count())
+                cause = reason if coin_id == benchmark else cause
                 failures.append({"coin_id": coin_id, "symbol": coins.loc[coin_id, "symbol"], "timeframe": timeframe,
-                                 "stage": "rsi", "reason": no_rsi_reason(config.rsi_period, closes[coin_id].count())})
-            if benchmark not in frame:
-                reason = f"benchmark {config.benchmark} has no {timeframe} RSI"
-                failures += [{"coin_id": c, "symbol": coins.loc[c, "symbol"], "timeframe": timeframe,
-                              "stage": "correlation", "reason": reason} for c in frame.columns]
-                continue
+                                 "stage": "rsi", "reason": reason})
             stats = analyze_timeframe(frame, closes, benchmark, timeframe, min_overlap=config.min_overlap,
                                       max_lag=config.max_lag, rolling_window=config.rolling_window,
-                                      threshold=config.correlation_threshold)
+                                      threshold=config.correlation_threshold, benchmark_symbol=config.benchmark,
+                                      benchmark_cause=cause)
             for coin_id, stat in stats.iterrows():
                 base = {"coin_id": coin_id, "symbol": coins.loc[coin_id, "symbol"], "timeframe": timeframe}
                 if isinstance(stat["reason"], str):

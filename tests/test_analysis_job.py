@@ -36,15 +36,16 @@ def test_outcomes_come_when_the_last_coin_of_the_timeframe_is_in():
     assert by["ETH"].metrics["ci_low"] <= by["ETH"].correlation <= by["ETH"].metrics["ci_high"]
 
 
-def test_benchmark_failure_fails_waiting_and_later_coins():
+def test_a_failed_benchmark_fails_every_coin_with_its_reason_once_all_are_in():
     job = AnalysisJob("4h", (BTC, ETH, SOL, DOGE), BTC, min_overlap=30)
     assert job.rsi_ready(ETH, series(1)) == []
-    out = job.failed_at(BTC, "fetch", "HTTP 503")
-    assert [(o.listing.symbol, o.stage) for o in out] == [("BTC", "fetch"), ("ETH", "correlation")]
-    assert "benchmark BTC" in out[1].reason and "HTTP 503" in out[1].reason
-    late = job.rsi_ready(SOL, series(2))
-    assert late[0].stage == "correlation" and "benchmark BTC" in late[0].reason
-    job.failed_at(DOGE, "rsi", "too few candles")
+    assert [(o.listing.symbol, o.stage, o.reason) for o in job.failed_at(BTC, "fetch", "HTTP 503")] == [
+        ("BTC", "fetch", "HTTP 503")]
+    assert job.rsi_ready(SOL, series(2)) == []
+    out = job.failed_at(DOGE, "rsi", "too few candles")
+    assert [(o.listing.symbol, o.stage) for o in out] == [("DOGE", "rsi"), ("ETH", "correlation"),
+                                                          ("SOL", "correlation")]
+    assert {o.reason for o in out[1:]} == {"benchmark BTC has no 4h RSI (HTTP 503)"}
     assert job.done and job.failed == 4
 
 

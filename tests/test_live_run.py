@@ -260,6 +260,26 @@ def test_a_restricted_location_ends_the_run_with_one_line(market, tmp_path, caps
     assert not cryptorsi_threads()
 
 
+def test_a_benchmark_without_candles_fails_every_coin_alike_in_the_run_and_in_a_retune(market, tmp_path):
+    """The run's agents and retune share one analysis: the same failures, with the benchmark's own reason."""
+    db = tmp_path / "no-btc.db"
+    with ExchangeServer(market=market, faults=Faults(fail_symbols=("BTCUSDT",), fail_status=400)) as server:
+        assert main(cli_args(server, db, "--no-progress")) == 0
+    result = cr.AnalysisResult.load(str(db))
+    assert result.correlations.empty
+    stored = result.failures
+    btc = stored[stored["symbol"] == "BTC"].set_index("timeframe")["reason"]
+    assert set(btc.index) == set(TIMEFRAMES)
+    for tf in TIMEFRAMES:
+        others = stored[(stored["timeframe"] == tf) & (stored["symbol"] != "BTC")]
+        assert (others["stage"] == "correlation").all() and len(others) == len(expected_universe(market)) - 1
+        assert set(others["reason"]) == {f"benchmark BTC has no {tf} RSI ({btc[tf]})"}
+    retuned = result.retune(rsi_period=21).failures
+    key = ["coin_id", "timeframe", "stage", "reason"]
+    pd.testing.assert_frame_equal(retuned.sort_values(key)[key].reset_index(drop=True),
+                                  stored.sort_values(key)[key].reset_index(drop=True))
+
+
 # ------------------------------------------------------------------------------------------ progress
 
 

@@ -1,10 +1,9 @@
 """``AnalysisJob``: the state of one timeframe's analysis — which coins are still outstanding.
 
-Pure bookkeeping plus one vectorised computation (no threads, no bus): the ``CryptoAnalyzer`` feeds
-it each coin's closes and RSI, or its failure. When the last coin of the timeframe is in, the job
-computes every coin's correlation with the benchmark, lead-lag, rolling stability and significance
-in one pass (:func:`analyze_timeframe`) and returns the outcomes. If the benchmark fails, every coin
-of the timeframe fails with that reason, so the job always finishes.
+Pure bookkeeping (no threads, no bus): the ``CryptoAnalyzer`` feeds it each coin's closes and RSI, or its
+failure. When the last coin of the timeframe is in, the job hands every RSI to the one analysis of a timeframe
+(:func:`cryptorsi.analysis.analyze_timeframe`, which ``AnalysisResult.retune`` calls too) and returns the
+outcomes; a benchmark that failed upstream makes every coin fail there, with the benchmark's own reason.
 """
 
 from __future__ import annotations
@@ -15,11 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryptorsi.market import Listing, timeframe_ms
+from cryptorsi.analysis import analyze_timeframe
+from cryptorsi.market import Listing
 from cryptorsi.tables import METRIC_COLUMNS
 
-__all__ = ["AnalysisJob", "Outcome", "analyze_timeframe", "METRIC_COLUMNS"]
-
+__all__ = ["AnalysisJob", "Outcome"]
 
 
 @dataclass(frozen=True)
@@ -34,25 +33,6 @@ class Outcome:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def analyze_timeframe(rsi: pd.DataFrame, close: pd.DataFrame, benchmark: str, timeframe: str, *, min_overlap: int,
-                      max_lag: int, rolling_window: int | None, threshold: float) -> pd.DataFrame:
-    """Correlation with the benchmark column and the lead-lag metrics of every column of ``rsi``.
-
-    Returns one row per coin: ``correlation``, ``n_points``, ``reason`` (None, or why there is no
-    correlation) and :data:`METRIC_COLUMNS`. Shared by the agents and ``AnalysisResult.retune``.
-    """
-    from cryptorsi.analytics import correlate_frame
-    from cryptorsi.leadlag import analyze_many
-
-    bench = rsi[benchmark].dropna()
-    table = correlate_frame(rsi, bench, min_overlap)
-    with_returns = benchmark in close  # without the benchmark's closes there is no return correlation
-    metrics = analyze_many(rsi, bench, timeframe_ms(timeframe), max_lag=max_lag, rolling_window=rolling_window,
-                           threshold=threshold, min_overlap=min_overlap, close=close if with_returns else None,
-                           benchmark_close=close[benchmark].dropna() if with_returns else None)
-    return table.join(metrics[list(METRIC_COLUMNS)])
-
-
 class AnalysisJob:
     def __init__(self, timeframe: str, listings: tuple[Listing, ...], benchmark: Listing, *, min_overlap: int,
                  max_lag: int = 12, rolling_window: int | None = None, threshold: float = 0.7):
@@ -65,7 +45,7 @@ class AnalysisJob:
         self._outstanding = set(self._listings)
         self._rsi: dict[str, pd.Series] = {}
         self._close: dict[str, pd.Series] = {}
-        self._benchmark_failure: str | None = None
+        self._benchmark_cause: str | None = None  # the benchmark's own failure, if it failed upstream
         self.outcomes: list[Outcome] = []
 
     @property
@@ -91,30 +71,26 @@ class AnalysisJob:
         if listing.coin_id not in self._outstanding:
             return []  # a duplicate delivery, or a coin already failed
         self._outstanding.discard(listing.coin_id)
-        if self._benchmark_failure is not None:
-            return [self._finish(Outcome(listing, stage="correlation", reason=self._benchmark_failure))]
         self._rsi[listing.coin_id] = rsi
         return self._analyze() if not self._outstanding else []
 
     def failed_at(self, listing: Listing, stage: str, reason: str) -> list[Outcome]:
-        """A coin failed upstream (fetch or RSI). If it is the benchmark, every other coin fails too."""
+        """A coin failed upstream (fetch or RSI); when it is the last one, every outcome left is returned too."""
         if listing.coin_id not in self._outstanding:
             return []
         self._outstanding.discard(listing.coin_id)
-        out = [self._finish(Outcome(listing, stage=stage, reason=reason))]
         if listing.coin_id == self.benchmark.coin_id:
-            self._benchmark_failure = f"benchmark {listing.symbol} has no {self.timeframe} RSI ({reason})"
-            waiting, self._rsi = list(self._rsi), {}
-            out += [self._finish(Outcome(self._listings[c], stage="correlation", reason=self._benchmark_failure))
-                    for c in waiting]
-        elif not self._outstanding and self._rsi:
+            self._benchmark_cause = reason
+        out = [self._finish(Outcome(listing, stage=stage, reason=reason))]
+        if not self._outstanding and self._rsi:
             out += self._analyze()
         return out
 
     def _analyze(self) -> list[Outcome]:
         rsi, self._rsi = self._rsi, {}
         close = pd.DataFrame({c: self._close[c] for c in rsi if c in self._close})
-        table = analyze_timeframe(pd.DataFrame(rsi), close, self.benchmark.coin_id, self.timeframe, **self.params)
+        table = analyze_timeframe(pd.DataFrame(rsi), close, self.benchmark.coin_id, self.timeframe, **self.params,
+                                  benchmark_symbol=self.benchmark.symbol, benchmark_cause=self._benchmark_cause)
         out = []
         for coin_id, row in table.iterrows():
             listing = self._listings[coin_id]
