@@ -128,7 +128,7 @@ class Runner:
         from cryptorsi.agents.display import DisplayAgent
         from cryptorsi.agents.fetcher import DataFetcher
         from cryptorsi.agents.rsi_calculator import RSICalculator
-        from cryptorsi.runtime.bus import create_bus
+        from cryptorsi.runtime import create_bus
         from cryptorsi.sources import make_source, source_spec
 
         cfg = self.config

@@ -50,7 +50,7 @@ class WorkerProcess:
     def start(self) -> "WorkerProcess":
         from cryptorsi.agents.fetcher import DataFetcher
         from cryptorsi.agents.rsi_calculator import RSICalculator
-        from cryptorsi.runtime.bus import create_bus
+        from cryptorsi.runtime import create_bus
 
         self.bus = create_bus(self.bus_url, **self.bus_options)
         if "fetcher" in self.agent_names:

@@ -27,7 +27,7 @@ from pandas.testing import assert_frame_equal
 
 from cryptorsi.events import HistoricalPricesFetched, ProgressUpdated, TaskFailed
 from cryptorsi.market import Coin, Listing, candles_from_arrays, empty_candles
-from cryptorsi.runtime.bus import create_bus
+from cryptorsi.runtime import create_bus
 from cryptorsi.runtime.memory_bus import InMemoryBus
 from cryptorsi.runtime.worker import THREAD_PREFIX
 

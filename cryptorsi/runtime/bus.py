@@ -1,4 +1,4 @@
-"""The service bus interface, and ``create_bus(url)`` which picks an implementation from its URL.
+"""The service bus interface (``create_bus(url)`` in :mod:`cryptorsi.runtime` picks an implementation).
 
 Semantics every implementation keeps (the contract tests in ``tests/test_bus_contract.py`` check them):
 
@@ -19,13 +19,12 @@ Semantics every implementation keeps (the contract tests in ``tests/test_bus_con
 
 from __future__ import annotations
 
-import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from cryptorsi.events import Event
 
-__all__ = ["ServiceBus", "Handler", "Delivery", "create_bus"]
+__all__ = ["ServiceBus", "Handler", "Delivery"]
 
 Handler = Callable[[Event], None]
 
@@ -74,31 +73,3 @@ class Delivery:
 
 #: buses that deliver once and forget (in-process) have nothing to settle
 _SETTLED = Delivery()
-
-
-def create_bus(url: str = "memory://", **options) -> ServiceBus:
-    """The bus named by ``url``: ``memory://`` (in-process) or ``redis://host:port/db`` (Redis Streams).
-
-    A Redis URL may name the namespace of the streams (``redis://host:6379/0?namespace=research``,
-    default ``cryptorsi``); workers and runs that should cooperate use the same URL. ``options`` go to
-    the Redis bus (``claim_idle_ms``, ``prefetch``...).
-    """
-    if url == "memory://":
-        from cryptorsi.runtime.memory_bus import InMemoryBus
-
-        return InMemoryBus()
-    if url.startswith(("redis://", "rediss://")):
-        try:
-            from cryptorsi.runtime.redis_bus import RedisBus
-        except ImportError as exc:  # the Redis bus is an optional extra
-            raise ValueError(f"bus_url {url!r} needs the Redis bus: pip install 'cryptorsi[redis]' ({exc})") from None
-        parts = urllib.parse.urlsplit(url)
-        query = urllib.parse.parse_qs(parts.query)
-        options.setdefault("namespace", query.pop("namespace", ["cryptorsi"])[-1])
-        for name in ("claim_idle_ms", "prefetch", "maxlen"):
-            if name in query:
-                options.setdefault(name, int(query.pop(name)[-1]))
-        options.setdefault("prefetch", 2)  # each consumer holds at most 2 unfinished tasks: load spreads
-        rest = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, doseq=True)))
-        return RedisBus(rest, **options)
-    raise ValueError(f"bus_url: unsupported bus {url!r}; use memory:// or redis://host:port/db")
