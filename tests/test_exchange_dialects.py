@@ -32,6 +32,12 @@ MARKETS_REQUEST = {"okx": ("/api/v5/public/instruments", {"instType": "SPOT"}),
 CANDLES = {"okx": "okx:history-candles", "bybit": "bybit:kline", "binanceus": "klines"}
 PAGE = {"okx": 100, "bybit": 1000, "binanceus": 1000}
 EXCHANGES = list(SPOT_ONLY)
+#: one small candle request per exchange, straight over HTTP
+RAW_CANDLES = {
+    "okx": ("/api/v5/market/history-candles", {"instId": "BTC-USDT", "bar": "1H", "limit": "3"}),
+    "bybit": ("/v5/market/kline", {"category": "spot", "symbol": "BTCUSDT", "interval": "60", "limit": "3"}),
+    "binanceus": ("/api/v3/klines", {"symbol": "BTCUSDT", "interval": "1h", "limit": "3"}),
+}
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +153,21 @@ def test_okx_history_page_larger_than_its_cap_skips_candles_in_a_since_loop(mark
         assert len(ex.fetch_ohlcv("C001/USDT", "1h", since, 300)) == 300
 
 
+def test_okx_after_cursor_walks_back_without_repeats(market):
+    """OKX's own paging: ``until`` (sent as ``after``, exclusive) = the oldest candle received, until a page is
+    empty; it needs no page size and no listing date, whatever the cap."""
+    with ExchangeServer(market=market) as srv:
+        ex = client("okx", srv.url)
+        ex.load_markets()
+        rows, until = [], NOW
+        while page := ex.fetch_ohlcv("LATE/USDT", "1h", None, 100, {"until": until, "type": "HistoryCandles"}):
+            rows = page + rows
+            until = page[0][0]
+        assert srv.count("okx:history-candles") == 4  # 241 candles (the open one too), then an empty page
+    expected = market.expected_frame("LATEUSDT", "1h", 0, NOW, now_ms=NOW)
+    assert [r[0] for r in closed(rows, NOW)] == list(expected.index.as_unit("ms").asi8)
+
+
 def test_okx_recent_candles_endpoint_and_its_utc_daily_bar(market):
     with ExchangeServer(market=market) as srv:
         ex = client("okx", srv.url)
@@ -230,13 +251,6 @@ def test_failing_symbols_and_random_faults_reach_every_exchange(name, error, mar
 
 
 # ------------------------------------------------------------------------------------------ raw envelopes
-
-RAW_CANDLES = {
-    "okx": ("/api/v5/market/history-candles", {"instId": "BTC-USDT", "bar": "1H", "limit": "3"}),
-    "bybit": ("/v5/market/kline", {"category": "spot", "symbol": "BTCUSDT", "interval": "60", "limit": "3"}),
-    "binanceus": ("/api/v3/klines", {"symbol": "BTCUSDT", "interval": "1h", "limit": "3"}),
-}
-
 
 def test_okx_envelopes(market):
     with ExchangeServer(market=market) as srv:
