@@ -324,6 +324,7 @@ def test_bybit_envelopes(market):
         limited = requests.get(url, timeout=5)
         assert limited.status_code == 200 and limited.json()["retCode"] == 10006
         assert limited.json()["retMsg"] == "Too many visits!"
+        assert NOW < int(limited.headers["X-Bapi-Limit-Reset-Timestamp"]) <= NOW + 3600_000  # the exchange's clock
         banned = requests.get(url, timeout=5)
         assert (banned.status_code, banned.text) == (403, "access too frequent")
 

@@ -48,5 +48,5 @@ class RateLimits:
                 continue
             allowed, window_end = budget.take(now)
             if not allowed:
-                return dialect.rate_limited(scope, int(window_end * 1000))
+                return dialect.rate_limited(scope, max(0, int((window_end - now) * 1000)))
         return None

@@ -122,9 +122,9 @@ class Dialect:
         """The answer an injected non-5xx ``status`` fault stands for (a 429: :meth:`rate_limited`)."""
         raise NotImplementedError
 
-    def rate_limited(self, scope: str, reset_ms: int) -> Reply:
+    def rate_limited(self, scope: str, reset_in_ms: int) -> Reply:
         """The exchange's answer over a budget: ``scope`` ``"endpoint"`` (one endpoint's limit) or ``"ip"`` (the
-        whole exchange's, per client address); ``reset_ms`` is when the window ends."""
+        whole exchange's, per client address); the window ends in ``reset_in_ms``."""
         raise NotImplementedError
 
     def not_found(self, path: str) -> Reply:

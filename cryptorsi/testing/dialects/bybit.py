@@ -61,18 +61,19 @@ class BybitDialect(Dialect):
 
     def error(self, status: int) -> Reply:
         if status == 429:
-            return self.rate_limited("endpoint", self.market.now() + 1000)
+            return self.rate_limited("endpoint", 1000)
         # an injected 400 stands for an unknown symbol, as Binance's -1121
         code, msg = (10001, "Not supported symbols") if status == 400 else (10016, "Internal server error.")
         reply = self._fail(code, msg)
         reply.status = status
         return reply
 
-    def rate_limited(self, scope: str, reset_ms: int) -> Reply:
+    def rate_limited(self, scope: str, reset_in_ms: int) -> Reply:
         if scope == "ip":  # Bybit's IP ban is answered before its API: a bare 403, no JSON envelope
             return Reply(403, b"access too frequent", {"Content-Type": "text/plain"})
         reply = self._fail(10006, "Too many visits!")
-        reply.headers.update({"X-Bapi-Limit-Status": "0", "X-Bapi-Limit-Reset-Timestamp": str(reset_ms)})
+        reset = self.market.now() + reset_in_ms  # on the exchange's clock, like every time it sends
+        reply.headers.update({"X-Bapi-Limit-Status": "0", "X-Bapi-Limit-Reset-Timestamp": str(reset)})
         return reply
 
     def not_found(self, path: str) -> Reply:

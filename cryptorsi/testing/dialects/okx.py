@@ -57,7 +57,7 @@ class OkxDialect(Dialect):
     def __init__(self, market, history_limit: int = 100):
         super().__init__(market)
         self.history_limit = int(history_limit)
-        self._by_inst = {inst_id(s): s["symbol"] for s in market.symbols}
+        self._by_inst = {_inst_id(s): s["symbol"] for s in market.symbols}
 
     def symbol(self, params: dict) -> str | None:
         return self._by_inst.get(params.get("instId", ""))
@@ -76,7 +76,7 @@ class OkxDialect(Dialect):
             return _error("51001", "Instrument ID does not exist", status)
         return _error("50026", "System error. Try again later.", status)
 
-    def rate_limited(self, scope: str, reset_ms: int) -> Reply:
+    def rate_limited(self, scope: str, reset_in_ms: int) -> Reply:  # OKX answers its IP and endpoint limits alike
         return _error("50011", "Too Many Requests", 429)
 
     def not_found(self, path: str) -> Reply:
@@ -93,7 +93,7 @@ class OkxDialect(Dialect):
             return Reply(200, _ok([]))
         wanted = params.get("instId")
         items = [_instrument(s, self.market.last_price(s["symbol"])) for s in self.market.symbols
-                 if wanted is None or inst_id(s) == wanted]
+                 if wanted is None or _inst_id(s) == wanted]
         if wanted is not None and not items:
             return _error("51001", "Instrument ID does not exist")
         return Reply(200, _ok(items))
@@ -107,13 +107,14 @@ class OkxDialect(Dialect):
         interval = BARS.get(params.get("bar", "1m"))
         if interval is None:
             return _error("51000", "Parameter bar error", 400)
-        try:
-            limit = int(params.get("limit", 100))
-            after = int(params["after"]) if params.get("after") else None
-            before = int(params["before"]) if params.get("before") else None
-        except ValueError:
-            return _error("51000", "Parameter limit error" if "limit" in params else "Parameter after error", 400)
-        limit = max(1, min(limit, self.history_limit if history else 300))
+        numbers = {}
+        for name in ("limit", "after", "before"):
+            try:
+                numbers[name] = int(params[name]) if params.get(name) else None
+            except ValueError:
+                return _error("51000", f"Parameter {name} error", 400)
+        after, before = numbers["after"], numbers["before"]
+        limit = max(1, min(numbers["limit"] or 100, self.history_limit if history else 300))
         if fault == "empty":
             return Reply(200, _ok([]))
         now, tf = self.market.now(), TIMEFRAMES[interval]
@@ -129,7 +130,7 @@ class OkxDialect(Dialect):
         return Reply(200, _ok(data))
 
 
-def inst_id(s: dict) -> str:
+def _inst_id(s: dict) -> str:
     """OKX's instrument id of a market symbol: ``BTC-USDT``."""
     return f"{s['base']}-{s['quote']}"
 
@@ -143,7 +144,7 @@ def _instrument(s: dict, price: float) -> dict:
     tick, step = filter_sizes(price)
     return {
         "alias": "", "auctionEndTime": "", "baseCcy": s["base"], "category": "1", "ctMult": "", "ctType": "",
-        "ctVal": "", "ctValCcy": "", "expTime": "", "instFamily": "", "instId": inst_id(s), "instType": "SPOT",
+        "ctVal": "", "ctValCcy": "", "expTime": "", "instFamily": "", "instId": _inst_id(s), "instType": "SPOT",
         "lever": "10", "listTime": "1606468572000", "lotSz": decimal(step), "maxIcebergSz": "9999999999",
         "maxLmtAmt": "1000000", "maxLmtSz": "9999999999", "maxMktAmt": "1000000", "maxMktSz": "1000000",
         "maxStopSz": "1000000", "maxTriggerSz": "9999999999", "maxTwapSz": "9999999999", "minSz": decimal(step),
