@@ -94,6 +94,16 @@ def test_load_markets_asks_only_the_public_spot_list(name, market):
     assert markets["BTC/USDT"]["id"] == {"okx": "BTC-USDT"}.get(name, "BTCUSDT")
 
 
+@pytest.mark.parametrize("name, requests_sent", [("okx", 5), ("bybit", 11), ("binanceus", 1)])
+def test_default_options_also_ask_for_derivatives_which_are_empty_here(name, requests_sent, market):
+    """Without the spot-only options OKX asks for futures, swaps and options too, Bybit for linear, inverse and
+    six option lists; the server has none (Binance.US is spot only by default)."""
+    with ExchangeServer(market=market) as srv:
+        ex = rebase_api_urls(getattr(ccxt, name)({"enableRateLimit": False, "timeout": 5000}), srv.url)
+        assert sorted(ex.load_markets()) == sorted(f"{s['base']}/USDT" for s in market.symbols)
+        assert len(srv.records) == requests_sent and all(r.status == 200 for r in srv.records)
+
+
 @pytest.mark.parametrize("name", EXCHANGES)
 def test_fifty_weeks_paged_are_exactly_the_served_candles(name, market):
     start = NOW - WEEKS50
