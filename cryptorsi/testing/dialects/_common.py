@@ -17,7 +17,7 @@ TRADING = "TRADING"
 
 @dataclass
 class Reply:
-    """An answer as it goes on the wire: HTTP status, JSON body bytes, extra headers."""
+    """An answer as it goes on the wire: HTTP status, body bytes (JSON, or text for a bare refusal), headers."""
 
     status: int
     body: bytes
