@@ -6,7 +6,10 @@ network. It serves, in the real wire formats:
 * Binance spot: ``GET /api/v3/exchangeInfo``, ``/api/v3/klines``, ``/api/v3/ping``, ``/api/v3/time``, with a
   request-weight budget per window (``X-MBX-USED-WEIGHT-1M`` headers, 429 + ``Retry-After`` over budget, and 418
   for a client that keeps calling during the back-off);
-* CoinGecko: ``GET /api/v3/coins/markets`` (26 keys per item, paged) and ``/api/v3/ping``.
+* CoinGecko: ``GET /api/v3/coins/markets`` (26 keys per item, paged) and ``/api/v3/ping``;
+* OKX (``/api/v5/...``) and Bybit (``/v5/...``) public spot endpoints, one module each in
+  :mod:`cryptorsi.testing.dialects`, with their rate-limit answers over ``request_limits``. Binance.US speaks
+  Binance's protocol: a ``ccxt.binanceus`` is served by a server of its own.
 
 Every request is recorded (:attr:`ExchangeServer.records`) for assertions. Faults (:class:`Faults`) are drawn
 from a seeded generator, or scripted per endpoint and request number for exact tests.
@@ -33,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from cryptorsi.market import TIMEFRAMES, candles_from_arrays
+from cryptorsi.testing.dialects import Dialect, RateLimits, Reply, dialects_for
 
 __all__ = [
     "ExchangeMarket",
@@ -318,7 +322,9 @@ class Faults:
     """Faults the server injects, deterministic for a given ``seed`` and request order.
 
     Rates are probabilities per request on the endpoints of ``endpoints`` (``"klines"``, ``"exchangeInfo"``,
-    ``"coins/markets"``). ``script`` maps an endpoint to ``{request number (0-based): fault}`` for exact tests.
+    ``"coins/markets"``; ``"klines"`` and ``"exchangeInfo"`` also stand for OKX's and Bybit's candle and instrument
+    endpoints, which can be named too: ``"okx:history-candles"``, ``"bybit:kline"``...). ``script`` maps an
+    endpoint to ``{request number (0-based): fault}`` for exact tests.
     Fault names: ``"error"`` (a status from ``error_statuses``) or a status such as ``"503"``, ``"reset"`` (close
     the connection without answering), ``"slow"`` (answer after ``slow_s``), ``"malformed"`` (truncated JSON),
     ``"nonmonotonic"`` (two kline rows swapped), ``"empty"`` (an empty kline page), ``"429"``.
@@ -334,8 +340,9 @@ class Faults:
     nonmonotonic_rate: float = 0.0
     empty_rate: float = 0.0
     endpoints: tuple[str, ...] = ("klines", "exchangeInfo", "coins/markets")
-    #: Binance symbols whose every klines request fails with ``fail_status`` (a status; 400 answers -1121
-    #: "Invalid symbol."; ``"reset"`` closes the connection; ``"slow"``, ``"malformed"``... any fault name)
+    #: market symbols (``ETHUSDC``) whose every candle request fails with ``fail_status``, on every exchange (a
+    #: status; 400 answers each exchange's unknown-symbol error, Binance's -1121 "Invalid symbol."; ``"reset"``
+    #: closes the connection; ``"slow"``, ``"malformed"``... any fault name)
     fail_symbols: tuple[str, ...] = ()
     fail_status: int | str = 500
     #: CoinGecko answers 429 (JSON body) to its first k ``coins/markets`` calls
@@ -385,6 +392,10 @@ _REFUSALS = {
 _BINANCE_PATHS = {"/api/v3/exchangeInfo": "exchangeInfo", "/api/v3/klines": "klines", "/api/v3/ping": "ping",
                   "/api/v3/time": "time"}
 _INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M")
+
+
+def _server_error_page(status: int) -> bytes:
+    return b"<html><body><h1>%d Server Error</h1></body></html>" % status
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -475,6 +486,9 @@ class ExchangeServer:
     ``ban_grace_s`` after that 429 and before the window ends gets 418 and bans the client for ``ban_s``.
     ``advertise_limit``: whether ``exchangeInfo``'s ``rateLimits`` shows the real budget (else Binance's 6000/min);
     ``explain_429``: whether a 429's message states the limit (as Binance's does) or only "Too many requests.".
+    ``request_limits``: OKX and Bybit budgets, ``{endpoint or exchange: (requests, window_s)}`` (see
+    :class:`cryptorsi.testing.dialects.RateLimits`; none by default); ``okx_history_limit``: the page cap of OKX's
+    ``history-candles``.
     """
 
     def __init__(
@@ -489,6 +503,8 @@ class ExchangeServer:
         ban_s: float = 120.0,
         advertise_limit: bool = True,
         explain_429: bool = True,
+        request_limits: Mapping[str, tuple[int, float]] | None = None,
+        okx_history_limit: int = 100,
     ):
         self.market = market
         self.faults = faults or Faults()
@@ -515,6 +531,8 @@ class ExchangeServer:
         self._first_429 = 0.0
         self._banned_until = 0.0
         self.records: list[RequestRecord] = []
+        self._dialects = dialects_for(market, okx_history_limit)  # OKX, Bybit: see cryptorsi.testing.dialects
+        self._limits = RateLimits(request_limits)
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> "ExchangeServer":
@@ -612,6 +630,9 @@ class ExchangeServer:
             self._stop.wait(self.faults.latency_s)
         if path == "/api/v3/coins/markets":
             return self._coingecko(h, params)
+        for dialect in self._dialects:
+            if path.startswith(dialect.prefix):
+                return self._serve_dialect(h, dialect, path, params)
         endpoint = _BINANCE_PATHS.get(path)
         if endpoint is None:
             status = 404
@@ -620,15 +641,18 @@ class ExchangeServer:
             return
         return self._binance(h, endpoint, params)
 
-    def _draw_fault(self, endpoint: str) -> str | None:
+    def _draw_fault(self, endpoint: str, kind: str | None = None) -> str | None:
+        """The fault of this request: scripted by ``endpoint`` and request number, else drawn when ``endpoint``
+        or its ``kind`` (``"klines"`` for every exchange's candle endpoints) is among ``Faults.endpoints``."""
         f = self.faults
+        kind = kind or endpoint
         with self._lock:
             n = self._counts.get(endpoint, 0)
             self._counts[endpoint] = n + 1
             scripted = f.script.get(endpoint, {}).get(n)
             if scripted is not None:
                 return scripted
-            if endpoint not in f.endpoints:
+            if endpoint not in f.endpoints and kind not in f.endpoints:
                 return None
             u = self._rng.random()
             for name, rate in (("error", f.error_rate), ("reset", f.reset_rate), ("slow", f.slow_rate),
@@ -636,7 +660,7 @@ class ExchangeServer:
                 if u < rate:
                     return name
                 u -= rate
-            if endpoint == "klines":
+            if kind == "klines":
                 for name, rate in (("nonmonotonic", f.nonmonotonic_rate), ("empty", f.empty_rate)):
                     if u < rate:
                         return name
@@ -695,12 +719,7 @@ class ExchangeServer:
         if fault == "slow":
             self._stop.wait(self.faults.slow_s)
             return False  # then answers normally (too late for a client with a shorter timeout)
-        status = None
-        if fault == "error":
-            with self._lock:
-                status = self._rng.choice(self.faults.error_statuses)
-        elif fault.isdigit():
-            status = int(fault)
+        status = self._fault_status(fault)
         if status is not None:
             self._record(h, endpoint, params, status, weight, fault)
             if status == 429:
@@ -708,7 +727,7 @@ class ExchangeServer:
                 h.send_json(status, _COINGECKO_429 if endpoint == "coins/markets" else
                             {"code": -1003, "msg": "Too many requests."}, headers)
             elif status >= 500:
-                h.send_json(status, None, headers, raw=b"<html><body><h1>%d Server Error</h1></body></html>" % status)
+                h.send_json(status, None, headers, raw=_server_error_page(status))
             elif status == 400 and endpoint == "klines":
                 h.send_json(status, {"code": -1121, "msg": "Invalid symbol."}, headers)
             elif status in _REFUSALS:
@@ -718,6 +737,48 @@ class ExchangeServer:
                             headers)
             return True
         return False
+
+    def _fault_status(self, fault: str | None) -> int | None:
+        """The HTTP status a fault answers with (``"error"``: drawn from ``error_statuses``), None for others."""
+        if fault == "error":
+            with self._lock:
+                return self._rng.choice(self.faults.error_statuses)
+        return int(fault) if fault is not None and fault.isdigit() else None
+
+    def _serve_dialect(self, h: _Handler, dialect: Dialect, path: str, params: dict) -> None:
+        """A request to another exchange's API: its budgets, the faults, the dialect's answer, the record."""
+        endpoint, fault = dialect.endpoint(path), None
+        if endpoint is None:
+            endpoint, reply = path, dialect.not_found(path)
+        else:
+            reply = self._limits.check(dialect, endpoint)
+        if reply is None:
+            fault = self._draw_fault(endpoint, dialect.kind(endpoint))
+            if dialect.kind(endpoint) == "klines" and dialect.symbol(params) in self.faults.fail_symbols:
+                fault = str(self.faults.fail_status)
+            reply = self._dialect_answer(h, dialect, endpoint, params, fault)
+        self._record(h, endpoint, params, reply.status, 0, fault)
+        headers = dict(reply.headers)
+        content_type = headers.pop("Content-Type", "application/json")
+        h.send_json(reply.status, None, headers, raw=reply.body, content_type=content_type)
+
+    def _dialect_answer(self, h: _Handler, dialect: Dialect, endpoint: str, params: dict, fault: str | None) -> Reply:
+        """The answer under ``fault``: a reset drops the request, a slow one waits, a status fault answers in the
+        exchange's words (a 5xx: the load balancer's HTML page), a malformed one is cut in half."""
+        if fault == "reset":
+            self._record(h, endpoint, params, 0, 0, fault)
+            raise _Reset()
+        if fault == "slow":
+            self._stop.wait(self.faults.slow_s)
+        status = self._fault_status(fault)
+        if status is not None and status >= 500:
+            return Reply(status, _server_error_page(status), {"Content-Type": "text/html"})
+        if status is not None:
+            return dialect.error(status)
+        reply = dialect.answer(endpoint, params, fault)
+        if fault == "malformed" and reply.status == 200:
+            reply.body = reply.body[: max(1, len(reply.body) // 2)]
+        return reply
 
     def _binance(self, h: _Handler, endpoint: str, params: dict) -> None:
         weight = WEIGHTS[endpoint]
