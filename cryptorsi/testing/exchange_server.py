@@ -441,6 +441,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _HTTPServer
     t_counted: float | None = None  # when the request was counted against the weight budget
+    in_flight = False  # counted in the server's requests in flight, until its answer is sent
 
     def log_message(self, format, *args):  # quiet
         pass
@@ -475,6 +476,7 @@ class _Handler(BaseHTTPRequestHandler):
         # headers and body in one write: a split small answer meets Nagle + delayed ACK (40 ms stalls)
         self._headers_buffer.append(b"\r\n")
         self._headers_buffer.append(data)
+        self.server.owner._answered(self)
         self.flush_headers()
 
 
@@ -612,12 +614,20 @@ class ExchangeServer:
             self.records.append(rec)
 
     def _handle(self, h: _Handler) -> None:
+        h.in_flight = True
         with self._lock:
             self._in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self._in_flight)
         try:
             self._serve(h)
         finally:
+            self._answered(h)
+
+    def _answered(self, h: _Handler) -> None:
+        """The request ``h`` is no longer in flight: its answer is about to be sent (once the client has it, its
+        next request may arrive before this handler's thread runs again), or it was dropped."""
+        if h.in_flight:
+            h.in_flight = False
             with self._lock:
                 self._in_flight -= 1
 
