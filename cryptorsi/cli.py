@@ -31,6 +31,8 @@ OPTION_OF_FIELD = {
     "db_path": "--db",
     "bus_url": "--bus",
     "status_port": "--status-port",
+    "exchange": "--exchange",
+    "exchange_url": "--exchange-url",
     "binance_url": "--binance-url",
     "coingecko_url": "--coingecko-url",
     "coingecko_api_key": "--coingecko-api-key",
@@ -76,7 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--bus", dest="bus_url", default="memory://", help="memory:// or redis://host:port/db")
     run.add_argument("--status-port", dest="status_port", default=None,
                      help="serve a status page on 127.0.0.1:PORT (0: any free port)")
-    run.add_argument("--binance-url", dest="binance_url", default=None, help="Binance root URL (mirrors, tests)")
+    run.add_argument("--exchange", default=None, help="a ccxt exchange id with candles: binance (default), "
+                                                      "binanceus, okx, bybit, coinbase, kraken...")
+    run.add_argument("--exchange-url", dest="exchange_url", default=None,
+                     help="the exchange's API root URL (mirrors, tests; default: its public host)")
+    run.add_argument("--binance-url", dest="binance_url", default=None,
+                     help="the same as --exchange-url, for binance and binanceus")
     run.add_argument("--coingecko-url", dest="coingecko_url", default=None, help="CoinGecko root URL")
     run.add_argument("--coingecko-api-key", dest="coingecko_api_key", default=None,
                      help="CoinGecko API key (default: $COINGECKO_API_KEY); never stored")
@@ -159,17 +166,25 @@ def _run(args) -> int:
     try:
         config = AnalysisConfig(**values)
     except ConfigError as exc:
-        raise UsageError(f"{OPTION_OF_FIELD.get(exc.field, exc.field)}: {str(exc).split(': ', 1)[1]}") from None
+        raise _usage(exc) from None
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     agents = () if args.local_agents.strip() == "none" else tuple(a.strip() for a in args.local_agents.split(",") if a.strip())
     try:
         runner = Runner(config, progress=progress, agents=agents)
     except ValueError as exc:
         raise UsageError(f"--{exc}") from None
-    result = run_analysis(runner=runner)
+    try:
+        result = run_analysis(runner=runner)
+    except ConfigError as exc:  # what only the source can judge: an exchange's timeframes, its history...
+        raise _usage(exc) from None
     print(f"session {result.session_id} saved to {config.db_path} "
           f"({len(result.correlations)} correlations, {len(result.failures)} failures)")
     return 0
+
+
+def _usage(exc) -> UsageError:
+    """A ConfigError as the command line says it: naming the option instead of the config field."""
+    return UsageError(f"{OPTION_OF_FIELD.get(exc.field, exc.field)}: {str(exc).split(': ', 1)[1]}")
 
 
 def _worker(args) -> int:

@@ -30,6 +30,7 @@ SOURCES = ("live", "sample", "cache")
 RSI_METHODS = ("wilder", "sma")
 _URL_ROOT = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(:\d{1,5})?/?$")
 _BUS_URL = re.compile(r"^(memory://|rediss?://[^\s]+)$")
+_EXCHANGE_ID = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,11 @@ class AnalysisConfig:
     db_path: str = "crypto_data.db"
     bus_url: str = "memory://"
     status_port: int | None = None
+    #: a ccxt exchange id with candles (fetchOHLCV): binance, binanceus, okx, bybit, coinbase, kraken...
+    exchange: str = "binance"
+    #: the exchange's API root (None: its public host; for Binance its market-data host data-api.binance.vision)
+    exchange_url: str | None = None
+    #: the API root of the Binance family (binance, binanceus): another name for exchange_url
     binance_url: str | None = None
     coingecko_url: str | None = None
     coingecko_api_key: str | None = field(default=None, repr=False, compare=False)
@@ -92,7 +98,10 @@ class AnalysisConfig:
             raise ConfigError("bus_url", f"must be memory:// or redis://host:port/db, got {self.bus_url!r}")
         if self.status_port is not None:
             put("status_port", _whole("status_port", self.status_port, low=0, high=65535))
-        for name in ("binance_url", "coingecko_url"):
+        if not isinstance(self.exchange, str) or not _EXCHANGE_ID.match(self.exchange.strip().lower()):
+            raise ConfigError("exchange", f"must be a ccxt exchange id such as binance or okx, got {self.exchange!r}")
+        put("exchange", self.exchange.strip().lower())
+        for name in ("exchange_url", "binance_url", "coingecko_url"):
             value = getattr(self, name)
             if value is not None:
                 if not isinstance(value, str) or not _URL_ROOT.match(value):

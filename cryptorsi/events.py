@@ -69,11 +69,13 @@ class SourceSpec:
     """
 
     name: str
-    binance_url: str | None = None
+    exchange_url: str | None = None
     coingecko_url: str | None = None
     db_path: str | None = None
     #: live: most exchange requests in flight at once (None: the source's default)
     requests_in_flight: int | None = None
+    #: live: the ccxt id of the exchange
+    exchange: str = "binance"
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,7 @@ class Runner:
         self.session_id = sid = new_session_id()
         source = make_source(cfg)
         try:
+            source.check(cfg.timeframes, cfg.weeks)
             self.synthetic = source.synthetic
             end = None if cfg.end is None else to_ms(cfg.end)
             self.windows = {tf: analysis_window(end if end is not None else source.default_end_ms(tf), cfg.weeks, tf)

@@ -87,15 +87,17 @@ def ms(ts) -> pd.Timestamp:
     return pd.Timestamp(ts, unit="ms", tz="UTC")
 
 
-def check_exact(db: str, market, *, broken: str | None = None) -> None:
+def check_exact(db: str, market, *, broken: str | None = None, timeframes=TIMEFRAMES, weeks: int = 50,
+                exchange: str = "binance") -> None:
     """Stored candles equal the served ones; RSI and correlations equal TA-Lib + Pearson on them (1e-9)."""
     store = cr.Store(db)
     session = store.sessions().iloc[-1]
     assert session["status"] == "completed"
     windows = session["config"]["windows"]
-    for tf in TIMEFRAMES:  # the window ends with the last candle the exchange had closed, by its clock
+    assert session["config"]["exchange"] == exchange
+    for tf in timeframes:  # the window ends with the last candle the exchange had closed, by its clock
         step = timeframe_ms(tf)
-        assert windows[tf] == [NOW // step * step - 50 * W, NOW // step * step]
+        assert windows[tf] == [NOW // step * step - weeks * W, NOW // step * step]
     coins = store.coins()
     assert list(coins["coin_id"]) == expected_universe(market)
     assert (coins["quote"] == "USDT").all() and (coins["pair"] == coins["symbol"] + "/USDT").all()
@@ -103,8 +105,9 @@ def check_exact(db: str, market, *, broken: str | None = None) -> None:
     assert all(coins["market_cap"] == coins["coin_id"].map(served_caps))  # market caps as of the run
     correlations, failures = store.correlations(), store.failures()
     rsis: dict[tuple[str, str], pd.Series] = {}
+    assert (coins["exchange"] == exchange).all()
     for row in coins.itertuples():
-        for tf in TIMEFRAMES:
+        for tf in timeframes:
             start, end = windows[tf]
             served = market.expected_frame(row.symbol + "USDT", tf, start, end, now_ms=NOW)
             if row.pair == broken:
@@ -127,9 +130,9 @@ def check_exact(db: str, market, *, broken: str | None = None) -> None:
     if broken is None:
         assert failures.empty, failures
     else:
-        assert set(failures["symbol"] + "/USDT") == {broken} and set(failures["timeframe"]) == set(TIMEFRAMES)
+        assert set(failures["symbol"] + "/USDT") == {broken} and set(failures["timeframe"]) == set(timeframes)
         assert (failures["stage"] == "fetch").all()
-        assert failures["reason"].str.contains(rf"binance {broken} \d+[hd]: .+ \(after \d+ attempts\)").all()
+        assert failures["reason"].str.contains(rf"{exchange} {broken} \d+[hd]: .+ \(after \d+ attempts\)").all()
 
 
 def cli_args(server, db, *extra):
@@ -249,7 +252,7 @@ def test_a_restricted_location_ends_the_run_with_one_line(market, tmp_path, caps
         assert main(cli_args(server, db, "--no-progress")) == 1
         binance = [r for r in server.requests() if r.endpoint != "coins/markets"]
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "restricted location" in err and "--binance-url" in err, err
+    assert err.count("\n") == 1 and "restricted location" in err and "--exchange-url" in err, err
     assert [r.status for r in binance].count(451) == 1
     if faults.refuse_status:
         assert len(binance) == 1
@@ -278,6 +281,70 @@ def test_a_benchmark_without_candles_fails_every_coin_alike_in_the_run_and_in_a_
     key = ["coin_id", "timeframe", "stage", "reason"]
     pd.testing.assert_frame_equal(retuned.sort_values(key)[key].reset_index(drop=True),
                                   stored.sort_values(key)[key].reset_index(drop=True))
+
+
+# ------------------------------------------------------------------------------------------ other exchanges
+
+
+#: per exchange, the timeframes a run asks for: OKX pages 100 candles at ccxt's pace of ~9 requests a second
+OTHER_EXCHANGES = {"binanceus": TIMEFRAMES, "bybit": ("4h", "1d"), "okx": ("1d",)}
+
+
+@pytest.mark.parametrize("exchange", list(OTHER_EXCHANGES))
+def test_a_live_run_on_another_exchange_is_exact(market, tmp_path, exchange):
+    """The same sample market served in Binance.US's, Bybit's and OKX's wire formats: stored candles equal the
+    served ones (newest-first pages reordered, no duplicate at page boundaries, the late listing and the halted
+    pair as served), RSI and correlations exact; a second run asks nothing more; sessions record the exchange."""
+    timeframes = OTHER_EXCHANGES[exchange]
+    db = tmp_path / f"{exchange}.db"
+    args = ["run", "--source", "live", "--exchange", exchange, "--exchange-url", "URL", "--coingecko-url", "URL",
+            "--quote", "USDT", "--top", "30", "--timeframes", ",".join(timeframes), "--weeks", "50", "--db", str(db),
+            "--no-progress"]
+    with ExchangeServer(market=market) as server:
+        args = [server.url if a == "URL" else a for a in args]
+        assert main(args) == 0
+        first = [r.endpoint for r in server.requests()]
+        server.reset_records()
+        assert main(args) == 0
+        again = [r.endpoint for r in server.requests()]
+    check_exact(str(db), market, timeframes=timeframes, exchange=exchange)
+    # ccxt asks OKX for recent candles or history by the local clock's distance to the window
+    candles = {"binanceus": {"klines"}, "bybit": {"bybit:kline"}, "okx": {"okx:candles", "okx:history-candles"}}
+    asked = [e for e in first if e in candles[exchange]]
+    assert len(asked) >= len(expected_universe(market)) * len(timeframes)  # from that exchange's API
+    assert not set(again) & candles[exchange] and len(again) <= 3  # the cache has every closed candle
+
+
+def test_one_database_keeps_the_series_of_two_exchanges_apart(market, tmp_path):
+    db = tmp_path / "two.db"
+    base = ["run", "--source", "live", "--quote", "USDT", "--top", "30", "--timeframes", "1d", "--weeks", "50",
+            "--db", str(db), "--no-progress"]
+    with ExchangeServer(market=market) as server:
+        assert main(base + ["--binance-url", server.url, "--coingecko-url", server.url]) == 0
+        server.reset_records()
+        assert main(base + ["--exchange", "bybit", "--exchange-url", server.url, "--coingecko-url", server.url]) == 0
+        bybit_pages = server.count("bybit:kline")
+    n = len(expected_universe(market))
+    assert bybit_pages >= n  # every coin asked of Bybit: Binance's candles of the same pairs do not count
+    with sqlite3.connect(db) as conn:
+        per_exchange = dict(conn.execute("SELECT exchange, COUNT(DISTINCT pair) FROM candles GROUP BY exchange"))
+    assert per_exchange == {"binance": n, "bybit": n}
+    sessions = cr.Store(str(db)).sessions()
+    assert [c["exchange"] for c in sessions["config"]] == ["binance", "bybit"]
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--exchange", "coinbase", "--timeframes", "4h"], ["--timeframes", "4h", "coinbase", "1h", "6h"]),
+    (["--exchange", "nosuch"], ["--exchange", "nosuch"]),
+    (["--exchange", "kraken", "--timeframes", "1h", "--weeks", "50"], ["--weeks", "kraken", "720"]),
+    (["--exchange", "okx", "--binance-url", "http://127.0.0.1:9"], ["--binance-url", "okx", "--exchange-url"]),
+])
+def test_what_an_exchange_cannot_do_is_refused_in_one_line(tmp_path, capsys, argv, named):
+    db = tmp_path / "refused.db"
+    assert main(["run", "--source", "live", "--db", str(db), "--no-progress", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and all(word in err for word in named), err
+    assert not db.exists()
 
 
 # ------------------------------------------------------------------------------------------ progress

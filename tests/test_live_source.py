@@ -577,7 +577,7 @@ def test_spot_markets_read_exchange_info_as_ccxt_parses_it(server):
 # ------------------------------------------------------------------------------------------ refusals
 
 
-@pytest.mark.parametrize("status, says", [(451, "restricted location"), (403, "web application firewall")])
+@pytest.mark.parametrize("status, says", [(451, "restricted location"), (403, "HTTP 403: its web application firewall")])
 def test_a_host_that_refuses_this_client_is_asked_once(market, status, says):
     """451 (a restricted location) and a firewall's 403 are not retried; the message names the host and the ways
     out, never the body's HTML; nothing more is sent to that host."""
@@ -587,7 +587,7 @@ def test_a_host_that_refuses_this_client_is_asked_once(market, status, says):
             src.markets()
         message = str(info.value)
         assert says in message and srv.url.split("//")[1] in message
-        assert "--binance-url" in message and "--source sample" in message
+        assert "--exchange-url" in message and "--source sample" in message
         assert "<" not in message and "\n" not in message
         with pytest.raises(SourceRefused):
             src.candles(market_of("BTC/USDC"), "1d", START, NOW)
@@ -633,4 +633,35 @@ def test_requests_in_flight_is_a_bound_the_config_sets(market, configured, expec
             list(pool.map(lambda pair: src.candles(market_of(pair), "1d", START, NOW), pairs))
         assert srv.count("klines") == len(pairs)
         assert 1 <= srv.most_in_flight <= expected
+        src.close()
+
+
+# ------------------------------------------------------------------------------------------ other exchanges
+
+
+#: each exchange's candle endpoint as the server records it (OKX: windows this old come from its history)
+CANDLES = {"okx": "okx:history-candles", "bybit": "bybit:kline", "binanceus": "klines"}
+
+
+@pytest.mark.parametrize("exchange", ["okx", "bybit", "binanceus"])
+def test_another_exchange_serves_exact_markets_and_candles_through_faults(market, exchange):
+    """The spot markets ccxt loads (one public request), and candles paged by that exchange's rules, exact through
+    a 5xx, a reset, a malformed page and the exchange's own rate-limit answer."""
+    endpoint = CANDLES[exchange]
+    rate_limit = "429" if exchange == "binanceus" else "ratelimit"
+    faults = Faults(script={endpoint: {0: "500", 2: "reset", 4: "malformed", 6: "503", 8: rate_limit}})
+    # a 2-second weight window: Binance.US's 429 lowers the budget to the weight the server saw in its window
+    with ExchangeServer(market=market, faults=faults, weight_window_s=2.0) as srv:
+        src = LiveSource(srv.url, srv.url, exchange=exchange, now_ms=NOW, weight_window_s=2.0, **FAST)
+        markets = {m.pair: m for m in src.markets()}
+        assert markets["BTC/USDC"].active and not markets["C004/USDC"].active  # C004 is in BREAK
+        assert {r.endpoint for r in srv.requests()} <= {"exchangeInfo", "okx:instruments", "bybit:instruments-info"}
+        for tf in ("4h", "1d"):
+            assert src.candles(market_of("C001/USDC"), tf, START, NOW).equals(expected(market, "C001/USDC", tf))
+        mid = NOW - 100 * H - 123
+        assert src.candles(market_of("C002/USDC"), "1h", mid, mid + 30 * H).equals(
+            expected(market, "C002/USDC", "1h", mid, mid + 30 * H))
+        stats = src.stats()
+        assert stats["retries"] >= 4 and stats["rate_limited"] >= 1 and srv.n418 == 0
+        assert src.exchange == exchange and exchange in repr(src)
         src.close()

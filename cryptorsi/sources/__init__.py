@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from cryptorsi.errors import ConfigError
 from cryptorsi.events import SourceSpec
 from cryptorsi.sources.base import MarketSource
 
@@ -16,10 +17,22 @@ __all__ = ["MarketSource", "SourceSpec", "make_source", "source_spec", "source_f
 
 
 def source_spec(config) -> SourceSpec:
-    """The :class:`SourceSpec` of ``config`` (what a fetcher in another process needs to serve it)."""
-    return SourceSpec(config.source, config.binance_url, config.coingecko_url,
-                      config.db_path if config.source == "cache" else None,
-                      config.requests_in_flight if config.source == "live" else None)
+    """The :class:`SourceSpec` of ``config`` (what a fetcher in another process needs to serve it).
+
+    ``binance_url`` is another name of ``exchange_url`` for the Binance family (binance, binanceus)."""
+    url = config.exchange_url
+    if config.binance_url is not None:
+        from cryptorsi.sources.live import BINANCE_FAMILY
+
+        if config.exchange not in BINANCE_FAMILY:
+            raise ConfigError("binance_url", f"is the API root of binance or binanceus; for {config.exchange} "
+                                             "use exchange_url (--exchange-url)")
+        if url is not None and url != config.binance_url:
+            raise ConfigError("binance_url", f"{config.binance_url} differs from exchange_url {url}: give one")
+        url = config.binance_url
+    if config.source != "live":
+        return SourceSpec(config.source, None, None, config.db_path if config.source == "cache" else None)
+    return SourceSpec("live", url, config.coingecko_url, None, config.requests_in_flight, config.exchange)
 
 
 def make_source(config) -> MarketSource:
@@ -45,7 +58,7 @@ def source_from_spec(spec: SourceSpec, *, coingecko_api_key: str | None = None) 
         knobs = _http_timeout()
         if spec.requests_in_flight is not None:
             knobs["requests_in_flight"] = spec.requests_in_flight
-        return LiveSource(binance_url=spec.binance_url, coingecko_url=spec.coingecko_url,
+        return LiveSource(spec.exchange_url, exchange=spec.exchange, coingecko_url=spec.coingecko_url,
                           coingecko_api_key=coingecko_api_key or os.environ.get("COINGECKO_API_KEY"), **knobs)
     raise ValueError(f"source: unknown source {spec.name!r}")
 

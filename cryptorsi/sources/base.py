@@ -47,6 +47,10 @@ class MarketSource(ABC):
     def candles(self, market: Market, timeframe: str, start_ms: int, end_ms: int) -> pd.DataFrame:
         """Closed candles of ``market`` with open time in ``[start_ms, end_ms)``, oldest first."""
 
+    def check(self, timeframes: tuple[str, ...], weeks: float) -> None:
+        """Raise :class:`~cryptorsi.errors.ConfigError` when the source cannot serve these timeframes or a window
+        this long (an exchange without 4h candles, one that keeps only its last 720 candles); before any request."""
+
     def default_end_ms(self, timeframe: str) -> int:
         """Exclusive end of the analysis window when the config gives no ``end``: now, by default."""
         return int(pd.Timestamp.now(tz="UTC").value // 1_000_000)

@@ -1,9 +1,10 @@
-"""The ``live`` source: CoinGecko's top coins through pycoingecko, Binance spot markets and candles through ccxt.
+"""The ``live`` source: CoinGecko's top coins through pycoingecko, an exchange's spot markets and candles through
+ccxt — Binance by default, or any exchange ccxt speaks with ``fetchOHLCV`` (``exchange="okx"``...).
 
 Safe to call from several threads at once: every thread gets its own ccxt instance (ccxt instances are not
 thread-safe), all sharing the markets loaded once and one request-weight budget
-(:class:`~cryptorsi.sources.budget.WeightBudget`, 6,000 weight a minute by default; klines weigh 2). ccxt's own
-per-instance limiter is off. A 429 pauses every thread for its ``Retry-After`` (so a 418 ban never comes);
+(:class:`~cryptorsi.sources.budget.WeightBudget`: Binance's 6,000 weight a minute, klines weighing 2; for another
+exchange, one request per ccxt ``rateLimit`` on average). ccxt's own per-instance limiter is off. A 429 pauses every thread for its ``Retry-After`` (so a 418 ban never comes);
 network errors, timeouts, 5xx and malformed pages are retried with bounded exponential backoff (tenacity); an
 unknown symbol is not retried. Waits are event waits that :meth:`LiveSource.close` interrupts. An unreachable host
 is given up on within ``unavailable_after_s`` with one line naming it; a host that refuses this client (HTTP 451 for
@@ -37,10 +38,11 @@ import requests
 import tenacity
 from requests.adapters import HTTPAdapter
 
-from cryptorsi.errors import SourceError, SourceRefused, SourceUnavailable
+from cryptorsi.errors import ConfigError, SourceError, SourceRefused, SourceUnavailable
 from cryptorsi.market import Coin, Market, candles_from_table, empty_candles, timeframe_ms
 from cryptorsi.sources.base import MarketSource
 from cryptorsi.sources.budget import BudgetClosed, WeightBudget
+from cryptorsi.sources.exchange_urls import rebase_api_urls
 
 __all__ = ["LiveSource", "BINANCE_URL", "COINGECKO_URL", "COINGECKO_PRO_URL"]
 
@@ -69,15 +71,28 @@ def _refusal(status: int | None, host: str) -> str | None:
     """The one-line reason when ``status`` means the host refuses this client as a whole, else None.
 
     451: Binance's answer to a restricted location (the US, many cloud hosts: Colab, CI runners), on every
-    endpoint. 403: Binance's web application firewall (its documented answer to a client over its limits), or a
-    CDN's block page; its HTML body is never shown."""
+    endpoint. 403: Binance's web application firewall (its documented answer to a client over its limits), a
+    CDN's block page, or Bybit's IP ban (minutes long); its body is never shown."""
     if status == 451:
         return (f"{host} refuses requests from this location (HTTP 451, restricted location); use another host "
-                f"with --binance-url (binance_url), {_OFFLINE}")
+                f"with --exchange-url (exchange_url) or another exchange with --exchange, {_OFFLINE}")
     if status == 403:
-        return (f"{host} blocked the request (HTTP 403 from its web application firewall); wait before trying "
-                f"again, use another host with --binance-url (binance_url), {_OFFLINE}")
+        return (f"{host} blocked the request (HTTP 403: its web application firewall, or an IP ban after too many "
+                f"requests); wait before trying again, use another host with --exchange-url (exchange_url), "
+                f"{_OFFLINE}")
     return None
+#: the exchanges that speak Binance's API (weights, X-MBX-USED-WEIGHT headers, exchangeInfo, klines)
+BINANCE_FAMILY = ("binance", "binanceus")
+#: what ccxt does not say about an exchange: ``root`` (its API root when it is not ccxt's), ``page`` (candles a
+#: request really returns, when ccxt's features say more: OKX documents 100 for history-candles, where old
+#: windows come from, ccxt 300 for recent candles), ``history`` (most candles it keeps per timeframe)
+EXCHANGE_FACTS: dict[str, dict[str, Any]] = {
+    "binance": {"root": BINANCE_URL},
+    "okx": {"page": 100},
+    "kraken": {"history": 720},
+}
+#: ccxt options that keep a client on public spot endpoints (the same names serve binance, okx, bybit...)
+SPOT_ONLY = {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False}
 #: where each timeframe's candle grid starts: sub-daily and daily candles on UTC midnights, weekly ones on Mondays
 #: (1970-01-01 was a Thursday); 3-day candles keep the phase of the first one served (not documented by Binance)
 _GRID_OFFSET_MS = {"1w": 4 * 86_400_000, "3d": None}
@@ -107,11 +122,13 @@ class _Closed(Exception):
 
 
 class LiveSource(MarketSource):
-    """CoinGecko + Binance spot over HTTP. URLs are roots (``scheme://host[:port]``); ``None``: the public hosts.
+    """CoinGecko + an exchange's spot market over HTTP. URLs are roots (``scheme://host[:port]``); ``None``: the
+    public hosts (for Binance, its market-data host :data:`BINANCE_URL`).
 
-    Keyword-only knobs: ``timeout`` (seconds per HTTP request), ``requests_in_flight`` (most Binance requests
-    in flight at once, within the weight budget; also :attr:`concurrency`, the fetcher's threads),
-    ``weight_per_minute`` (the client's cap on
+    ``exchange`` is a ccxt id whose ``has['fetchOHLCV']`` is true (an unknown one, or one without candles, raises
+    :class:`~cryptorsi.errors.ConfigError`). Keyword-only knobs: ``timeout`` (seconds per HTTP request),
+    ``requests_in_flight`` (most exchange requests in flight at once, within the request budget; also
+    :attr:`concurrency`, the fetcher's threads), ``weight_per_minute`` (the client's cap on
     Binance weight; the budget the server advertises is adopted if smaller) and ``weight_window_s`` (the budget
     window: 60 s like Binance's minute; shorter in tests), ``now_ms`` (a fixed clock for tests), ``retry_base_s``
     / ``retry_max_s`` / ``max_attempts`` (backoff of transient failures), ``unavailable_after_s`` (how long
@@ -122,15 +139,15 @@ class LiveSource(MarketSource):
     """
 
     name = "live"
-    exchange = "binance"
     synthetic = False
 
     def __init__(
         self,
-        binance_url: str | None = None,
+        exchange_url: str | None = None,
         coingecko_url: str | None = None,
         coingecko_api_key: str | None = None,
         *,
+        exchange: str = "binance",
         timeout: float = 10.0,
         requests_in_flight: int = DEFAULT_REQUESTS_IN_FLIGHT,
         weight_per_minute: float = 6000,
@@ -145,7 +162,12 @@ class LiveSource(MarketSource):
         vs_currency: str = "usd",
         ohlcv_parser: str = "numpy",
     ):
-        self.binance_url = (binance_url or BINANCE_URL).rstrip("/")
+        self.exchange = exchange
+        self._facts = EXCHANGE_FACTS.get(exchange, {})
+        self._binance_api = exchange in BINANCE_FAMILY
+        self._meta = _exchange_class(exchange)()  # ccxt's facts of the exchange: timeframes, features, rateLimit
+        root = exchange_url or self._facts.get("root")
+        self.exchange_url = root.rstrip("/") if root else None  # None: ccxt's own URLs
         key = coingecko_api_key if coingecko_api_key is not None else os.environ.get("COINGECKO_API_KEY") or None
         cg_root = (coingecko_url or "").rstrip("/")
         plan = (coingecko_plan or "").lower() or (
@@ -165,10 +187,13 @@ class LiveSource(MarketSource):
         if ohlcv_parser not in ("numpy", "ccxt"):
             raise ValueError("ohlcv_parser must be 'numpy' or 'ccxt'")
         self.ohlcv_parser = ohlcv_parser
-        self._binance_host = _host(self.binance_url)
+        self._exchange_host = _host(self.exchange_url) if self.exchange_url else _ccxt_host(self._meta)
         self._coingecko_host = _host(self.coingecko_url)
         self._closed = threading.Event()
-        self._budget = WeightBudget(weight_per_minute * weight_window_s / 60.0, weight_window_s)
+        if self._binance_api:
+            self._budget = WeightBudget(weight_per_minute * weight_window_s / 60.0, weight_window_s)
+        else:  # one request per ccxt rateLimit on average, in bursts of at most one second's worth
+            self._budget = WeightBudget(max(1.0, 1000.0 / max(1.0, float(self._meta.rateLimit))), 1.0, safety=1.0)
         self._inflight = threading.BoundedSemaphore(self.concurrency)
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -189,7 +214,22 @@ class LiveSource(MarketSource):
         self._redact = key  # only used to scrub messages; never printed
 
     def __repr__(self) -> str:
-        return f"LiveSource(binance_url={self.binance_url!r}, coingecko_url={self.coingecko_url!r})"
+        return (f"LiveSource(exchange={self.exchange!r}, exchange_url={self.exchange_url!r}, "
+                f"coingecko_url={self.coingecko_url!r})")
+
+    def check(self, timeframes: tuple[str, ...], weeks: float) -> None:
+        offered = list(self._meta.timeframes)
+        for timeframe in timeframes:
+            if timeframe not in offered:
+                raise ConfigError("timeframes", f"{self.exchange} has no {timeframe} candles; it offers "
+                                                f"{', '.join(offered)}")
+        history = self._facts.get("history")
+        for timeframe in timeframes:
+            needed = math.ceil(weeks * 7 * 86_400_000 / timeframe_ms(timeframe))
+            if history is not None and needed > history:
+                most = history * timeframe_ms(timeframe) / (7 * 86_400_000)
+                raise ConfigError("weeks", f"{self.exchange} keeps only its last {history} candles: {weeks:g} weeks "
+                                           f"of {timeframe} need {needed}; at most {most:.4g} weeks of {timeframe}")
 
     # =========================================================================================== CoinGecko
     def _make_coingecko(self, key: str | None, plan: str):
@@ -281,12 +321,13 @@ class LiveSource(MarketSource):
 
     # =========================================================================================== Binance
     def _new_exchange(self):
-        ccxt = _ccxt()
-        ex = ccxt.binance({
-            "enableRateLimit": False,  # the shared WeightBudget replaces ccxt's per-instance limiter
+        options = dict(SPOT_ONLY, adjustForTimeDifference=False)
+        if self._binance_api:
+            options["fetchMargins"] = False
+        ex = _exchange_class(self.exchange)({
+            "enableRateLimit": False,  # the shared budget replaces ccxt's per-instance limiter
             "timeout": int(self.timeout * 1000),
-            "options": {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
-                        "fetchMargins": False, "adjustForTimeDifference": False},
+            "options": options,
         })
         last: dict[str, Any] = {}
 
@@ -298,9 +339,8 @@ class LiveSource(MarketSource):
 
         ex.session.hooks["response"].append(hook)
         ex.enableLastJsonResponse = True
-        for key, url in list(ex.urls["api"].items()):
-            if isinstance(url, str):
-                ex.urls["api"][key] = re.sub(r"^https?://[^/]+", self.binance_url, url)
+        if self.exchange_url is not None:
+            rebase_api_urls(ex, self.exchange_url)
         ex._cryptorsi_last = last
         return ex
 
@@ -317,14 +357,14 @@ class LiveSource(MarketSource):
             ex.set_markets_from_exchange(primary)  # shares the parsed markets (read-only) instead of re-parsing
         return ex
 
-    def _binance_call(self, weight: int, fn: Callable[[Any], Any], what: str) -> Any:
+    def _call(self, weight: int, fn: Callable[[Any], Any], what: str) -> Any:
         """One attempt: wait for the budget, send through this thread's ccxt instance, classify failures."""
         ccxt = _ccxt()
         self._check_open()
         if self._refused is not None:  # nothing more is sent to a host that refuses this client
             raise _Refused(self._refused)
         if time.monotonic() < self._banned_until:
-            raise _Fatal("Binance banned this IP (HTTP 418); try again later")
+            raise _Fatal(f"{self.exchange} banned this IP (HTTP 418); try again later")
         ex = self._exchange()
         last = ex._cryptorsi_last
         with self._inflight:
@@ -340,7 +380,7 @@ class LiveSource(MarketSource):
                 try:
                     return fn(ex)
                 except ccxt.BaseError:  # whatever ccxt made of a refusal (ExchangeNotAvailable, ExchangeError...)
-                    refusal = _refusal(last.get("status"), self._binance_host)
+                    refusal = _refusal(last.get("status"), self._exchange_host)
                     if refusal is not None:
                         self._refused = refusal
                         raise _Refused(refusal) from None
@@ -410,17 +450,42 @@ class LiveSource(MarketSource):
             if wait > 300:
                 self._banned_until = time.monotonic() + wait
                 self._budget.pause(wait)
-                raise _Fatal(f"Binance banned this IP (HTTP 418) for {wait:.0f} s")
+                raise _Fatal(f"{self.exchange} banned this IP (HTTP 418) for {wait:.0f} s")
         else:
             with self._lock:
                 self._stats["rate_limited"] += 1
             wait = retry_after if retry_after is not None else max(1.0, self._budget.window_s / 2)
         self._budget.pause(wait)
-        log.info("binance answered %s: every thread pauses %.1f s", status or 429, wait)
+        log.info("%s answered %s: every thread pauses %.1f s", self.exchange, status or 429, wait)
         raise _Retry(f"HTTP {status or 429} rate limited", "ratelimit", retry_after=0.0)
 
     # ------------------------------------------------------------------------------------ markets
     def _load_markets(self) -> None:
+        if self._binance_api:
+            self._load_binance_markets()
+        else:
+            self._load_ccxt_markets()
+        if self.now_ms is None and self._server_offset_ms is None and self._exchange().has.get("fetchTime"):
+            self._sync_time()
+
+    def _load_ccxt_markets(self) -> None:
+        """The spot markets ``load_markets`` gives with :data:`SPOT_ONLY` (no derivative lists, no currencies)."""
+        def attempt():
+            def load(ex):
+                ex.markets = None
+                return ex.load_markets(True)
+
+            markets = self._call(1, load, "markets")
+            if not isinstance(markets, dict) or not markets:
+                raise _Retry("malformed markets", "malformed")
+            return markets
+
+        markets = self._retrying(attempt, host=self._exchange_host, fatal_unavailable=True)
+        self._primary = self._exchange()
+        self._markets = [Market(m["symbol"], m["base"], m["quote"], m.get("active") is not False)
+                         for m in markets.values() if m.get("spot") and m.get("base") and m.get("quote")]
+
+    def _load_binance_markets(self) -> None:
         def attempt():
             def load(ex):
                 if self.ohlcv_parser == "ccxt":  # fetch_ohlcv needs ccxt's own parsing of every market
@@ -432,12 +497,12 @@ class LiveSource(MarketSource):
                 # permission sets read: Binance leaves them out on request, a large part of its answer.
                 return ex.publicGetExchangeInfo({"showPermissionSets": "false"}), ex._cryptorsi_last.get("t")
 
-            raw, answered = self._binance_call(EXCHANGE_INFO_WEIGHT, load, "exchangeInfo")
+            raw, answered = self._call(EXCHANGE_INFO_WEIGHT, load, "exchangeInfo")
             if not isinstance(raw, dict) or not isinstance(raw.get("symbols"), list) or not raw["symbols"]:
                 raise _Retry("malformed exchangeInfo", "malformed")
             return raw, answered
 
-        raw, answered = self._retrying(attempt, host=self._binance_host, fatal_unavailable=True)
+        raw, answered = self._retrying(attempt, host=self._exchange_host, fatal_unavailable=True)
         ex = self._exchange()
         for rl in raw.get("rateLimits") or []:
             try:
@@ -453,24 +518,23 @@ class LiveSource(MarketSource):
                 # serverTime was written before the answer arrived here: a lower bound of the exchange clock,
                 # which is what judging a candle closed needs (no /api/v3/time request)
                 self._server_offset_ms = float(server) - answered * 1000.0
-            else:
-                self._sync_time()
 
     def _sync_time(self) -> None:
-        """Estimate the exchange clock (``/api/v3/time``) so that a candle it still has open is never kept."""
+        """Estimate the exchange clock (ccxt's ``fetch_time``) so that a candle it still has open is never kept."""
         def attempt():
             t0 = time.time()
-            server = self._binance_call(TIME_WEIGHT, lambda ex: ex.fetch_time(), "time")
+            server = self._call(TIME_WEIGHT, lambda ex: ex.fetch_time(), "time")
             t1 = time.time()
             return float(server) - (t0 + t1) * 500.0
 
         try:
-            self._server_offset_ms = self._retrying(attempt, host=self._binance_host, attempts=2)
+            self._server_offset_ms = self._retrying(attempt, host=self._exchange_host, attempts=2)
         except (SourceError, TypeError, ValueError):
             self._server_offset_ms = None
 
     def markets(self) -> list[Market]:
-        """Binance's spot markets, TRADING ones active (``exchangeInfo`` only: no futures endpoints)."""
+        """The exchange's spot markets, those trading active (Binance: ``exchangeInfo`` only, no futures
+        endpoints; another exchange: ccxt's ``load_markets`` with :data:`SPOT_ONLY`)."""
         with self._markets_lock:
             if self._markets is None:
                 self._load_markets()
@@ -506,9 +570,9 @@ class LiveSource(MarketSource):
 
     def candles(self, market: Market, timeframe: str, start_ms: int, end_ms: int, *,
                 on_request: Callable[[], None] | None = None) -> pd.DataFrame:
-        """Closed candles of ``market`` with open time in ``[start_ms, end_ms)``, paged 1000 a request.
+        """Closed candles of ``market`` with open time in ``[start_ms, end_ms)``, paged (Binance: 1000 a request).
 
-        ``on_request()`` is called after each klines request (retries included), e.g. for a progress bar.
+        ``on_request()`` is called after each candle request (retries included), e.g. for a progress bar.
         """
         tf = timeframe_ms(timeframe)
         start_ms, end_ms = int(start_ms), int(end_ms)
@@ -517,6 +581,22 @@ class LiveSource(MarketSource):
         if self._markets is None:
             self.markets()
         now = self._now()
+        if self._binance_api:
+            pages = self._klines_pages(market, timeframe, tf, start_ms, end_ms, now, on_request)
+        else:
+            pages = self._window_pages(market, timeframe, tf, start_ms, end_ms, now, on_request)
+        if not pages:
+            return empty_candles()
+        data = np.concatenate(pages)
+        data = data[(data[:, 0] + tf <= now) & (data[:, 0] < end_ms)]  # closed candles only
+        with self._lock:
+            self._stats["candles"] += len(data)
+        return candles_from_table(data)
+
+    def _klines_pages(self, market: Market, timeframe: str, tf: int, start_ms: int, end_ms: int, now: int,
+                      on_request: Callable[[], None] | None) -> list[np.ndarray]:
+        """Binance's klines from ``start_ms``: each page the first 1000 candles from its start (gaps skipped), the
+        next one from past its last candle; a short page ends the series."""
         pages: list[np.ndarray] = []
         since = start_ms
         grid = _GRID_OFFSET_MS.get(timeframe, 0)
@@ -540,13 +620,53 @@ class LiveSource(MarketSource):
                 since = int(page[-1, 0]) + tf  # past the last candle: restarting from it would repeat it
             if raw_len < KLINES_LIMIT or not len(page):
                 break
-        if not pages:
-            return empty_candles()
-        data = np.concatenate(pages)
-        data = data[(data[:, 0] + tf <= now) & (data[:, 0] < end_ms)]  # closed candles only
-        with self._lock:
-            self._stats["candles"] += len(data)
-        return candles_from_table(data)
+        return pages
+
+    def _window_pages(self, market: Market, timeframe: str, tf: int, start_ms: int, end_ms: int, now: int,
+                      on_request: Callable[[], None] | None) -> list[np.ndarray]:
+        """Another exchange's candles, one request per window of a page's length (``fetch_ohlcv`` with ``since``
+        and ``until``): whatever an exchange does with a window it has no candle in (OKX answers nothing for the
+        weeks before a listing), the next window is asked for, so a late listing or a gap never ends the series."""
+        page = min(int(self._meta.features.get("spot", {}).get("fetchOHLCV", {}).get("limit") or 500),
+                   int(self._facts.get("page", 1_000_000)))
+        grid = 0 if tf <= 86_400_000 and 86_400_000 % tf == 0 else None  # sub-daily and daily grids start at 00:00
+        pages: list[np.ndarray] = []
+        since = start_ms
+        while since < end_ms and since + tf <= now:
+            until = min(end_ms, since + page * tf)
+            rows = self._ohlcv_window(market, timeframe, tf, since, until, grid, page, on_request)
+            if len(rows):
+                pages.append(rows)
+            since = until
+        return pages
+
+    def _ohlcv_window(self, market: Market, timeframe: str, tf: int, since: int, until: int, grid: int | None,
+                      page: int, on_request: Callable[[], None] | None) -> np.ndarray:
+        """The candles of ``[since, until)`` through ccxt's ``fetch_ohlcv``, checked as a klines page is."""
+        what = f"{market.pair} {timeframe}"
+
+        def fetch(ex):
+            rows = ex.fetch_ohlcv(market.pair, timeframe, since, page, {"until": until - 1})
+            return rows, ex.last_json_response
+
+        def attempt():
+            with self._lock:
+                self._stats["klines_requests"] += 1
+            try:
+                rows, body = self._call(1, fetch, what)
+            finally:
+                if on_request is not None:
+                    on_request()
+            if not rows and body is None:  # ccxt reads a body that is not JSON as a page without candles
+                problem = "not JSON"
+            else:
+                problem, table = _check_page(list(rows), rows, since, tf, grid)
+            if problem:
+                raise _Retry(f"malformed candles page at {pd.Timestamp(since, unit='ms', tz='UTC')}: {problem}",
+                             "malformed")
+            return table[table[:, 0] < until]
+
+        return self._retrying(attempt, host=self._exchange_host, what=what)
 
     def _klines_page(self, market: Market, timeframe: str, tf: int, since: int, end_ms: int, grid: int | None,
                      on_request: Callable[[], None] | None = None):
@@ -569,7 +689,7 @@ class LiveSource(MarketSource):
             with self._lock:
                 self._stats["klines_requests"] += 1
             try:
-                raw, rows = self._binance_call(KLINES_WEIGHT, fetch, what)
+                raw, rows = self._call(KLINES_WEIGHT, fetch, what)
             finally:
                 if on_request is not None:
                     on_request()
@@ -579,7 +699,7 @@ class LiveSource(MarketSource):
                              "malformed")
             return len(page), page[page[:, 0] < end_ms]
 
-        return self._retrying(attempt, host=self._binance_host, what=what)
+        return self._retrying(attempt, host=self._exchange_host, what=what)
 
     # =========================================================================================== retries
     def _retrying(self, attempt: Callable[[], Any], *, host: str, what: str | None = None,
@@ -623,7 +743,7 @@ class LiveSource(MarketSource):
             return min(self.retry_max_s * (4 if exc.kind == "ratelimit" else 1), base * 2 ** (k - 1)) \
                 * (0.75 + 0.25 * random.random())
 
-        label = f"{host}" if what is None else f"binance {what}"
+        label = f"{host}" if what is None else f"{self.exchange} {what}"
 
         def before_sleep(rs: tenacity.RetryCallState) -> None:
             log.debug("%s: %s; retry in %.2f s", label, self._scrub(rs.outcome.exception().reason), rs.upcoming_sleep)
@@ -714,6 +834,29 @@ def _ccxt():
         import ccxt
         _ccxt_module = ccxt
     return _ccxt_module
+
+
+def _exchange_class(exchange: str):
+    """ccxt's class of ``exchange``; ConfigError for an id ccxt does not know or an exchange without candles."""
+    ccxt = _ccxt()
+    if not isinstance(exchange, str) or exchange not in ccxt.exchanges:
+        raise ConfigError("exchange", f"ccxt knows no exchange {exchange!r} (e.g. binance, binanceus, okx, bybit, "
+                                      "coinbase, kraken, kucoin, gate)")
+    cls = getattr(ccxt, exchange)
+    if not cls().has.get("fetchOHLCV"):
+        raise ConfigError("exchange", f"{exchange} offers no candles (fetchOHLCV) through ccxt")
+    return cls
+
+
+def _ccxt_host(ex) -> str:
+    """The host of an exchange's public REST API as ccxt knows it (for messages)."""
+    api = ex.urls.get("api")
+    urls = [api] if isinstance(api, str) else [v for v in (api or {}).values() if isinstance(v, str)]
+    for url in urls:
+        host = urlsplit(url.replace("{hostname}", getattr(ex, "hostname", None) or "")).netloc
+        if host:
+            return host
+    return ex.id
 
 
 def _host(url: str) -> str:

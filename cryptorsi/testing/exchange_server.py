@@ -327,7 +327,8 @@ class Faults:
     endpoint to ``{request number (0-based): fault}`` for exact tests.
     Fault names: ``"error"`` (a status from ``error_statuses``) or a status such as ``"503"``, ``"reset"`` (close
     the connection without answering), ``"slow"`` (answer after ``slow_s``), ``"malformed"`` (truncated JSON),
-    ``"nonmonotonic"`` (two kline rows swapped), ``"empty"`` (an empty kline page), ``"429"``.
+    ``"nonmonotonic"`` (two kline rows swapped), ``"empty"`` (an empty kline page), ``"429"``, ``"ratelimit"``
+    (OKX's and Bybit's own rate-limit answer).
     """
 
     seed: int = 0
@@ -780,6 +781,8 @@ class ExchangeServer:
             raise _Reset()
         if fault == "slow":
             self._stop.wait(self.faults.slow_s)
+        if fault == "ratelimit":  # the exchange's own rate-limit answer (OKX 50011, Bybit 10006), scripted
+            return dialect.rate_limited("endpoint", 1000)
         status = self._fault_status(fault)
         if status is not None and status >= 500:
             return Reply(status, _server_error_page(status), {"Content-Type": "text/html"})
