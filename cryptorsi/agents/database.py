@@ -6,6 +6,12 @@ closes the session as ``completed`` once ``FinalResultsReady`` came and everythi
 saved (then publishes ``ResultsSaved``), ``failed`` on ``RunFailed``, and ``interrupted`` when it is
 stopped while its session still runs.
 
+A write that fails (disk full, I/O error, read-only file or folder, a lock held past the busy timeout, or
+anything else a save raises) ends the run: the manager logs the cause once, marks the session ``failed``
+with it when the database still takes that row, publishes ``RunFailed`` ("cannot write to <file>: <cause>")
+and ``ResultsSaved("failed")``, and ignores every later event. What was committed before stays (each save
+is one transaction).
+
 On a network bus, events of different types may arrive in any order: events that come before their
 session's ``SessionStarted`` wait for it, and completion waits for the counts ``FinalResultsReady``
 announces. Saves are upserts and counts are kept per (coin, timeframe), so a redelivered event is
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import sqlite3
 
 import pandas as pd
 
@@ -32,6 +39,7 @@ from cryptorsi.events import (
     TopCoinsFetched,
 )
 from cryptorsi.runtime.worker import QueueWorkerThread
+from cryptorsi.storage.database import write_error
 
 __all__ = ["DatabaseManager"]
 
@@ -64,10 +72,16 @@ class DatabaseManager(QueueWorkerThread):
             return
         try:
             if self._started and not self._closed:
+                self._closed = True
                 self._writer.finish_session(self.session_id, "interrupted", _now(), "stopped before completion")
                 log.info("session %s marked interrupted", self.session_id)
+        except sqlite3.Error as exc:  # the run is over: nothing more to end; the session reads as abandoned
+            log.warning("%s", write_error(self.db_path, exc))
         finally:
-            self._conn.close()
+            try:
+                self._conn.close()
+            except sqlite3.Error as exc:  # e.g. a full disk refuses the closing checkpoint; the WAL stays
+                log.debug("%s: closing: %s", self.db_path, exc)
             self._conn = None
 
     def runs_when_stopping(self, fn, args) -> bool:
@@ -85,12 +99,18 @@ class DatabaseManager(QueueWorkerThread):
     def _record(self, event: Event) -> None:
         if self._closed:
             return
+        try:
+            self._save(event)
+        except Exception as exc:  # noqa: BLE001 - any failed save ends the run (else it would wait forever)
+            self._fail(event, exc)
+
+    def _save(self, event: Event) -> None:
         if isinstance(event, SessionStarted):
             self._writer.start_session(event.session_id, event.started_at, event.config)
             self._started = True
             early, self._early = self._early, []
             for waiting in early:
-                self._record(waiting)
+                self._save(waiting)
         elif not self._started:
             self._early.append(event)
         elif isinstance(event, TopCoinsFetched):
@@ -135,7 +155,25 @@ class DatabaseManager(QueueWorkerThread):
     def _close(self, status: str, message: str | None) -> None:
         self._writer.finish_session(self.session_id, status, _now(), message)
         self._closed = True
-        self.publish(ResultsSaved(self.session_id, status))
+        self.publish(ResultsSaved(self.session_id, status, message))
+
+    def _fail(self, event: Event, exc: Exception) -> None:
+        """A save raised: log the cause once, end the session as ``failed`` if the database still takes that row,
+        and end the run."""
+        self._closed = True
+        if isinstance(exc, sqlite3.Error):
+            reason = write_error(self.db_path, exc)
+            log.warning("%s: %s", self.name, reason)
+        else:  # not a storage error: a bug, worth its traceback
+            reason = f"cannot save to {self.db_path}: {type(exc).__name__}: {exc}"
+            log.exception("%s: saving %s failed", self.name, type(event).__name__)
+        if self._started:
+            try:
+                self._writer.finish_session(self.session_id, "failed", _now(), reason)
+            except Exception as again:  # noqa: BLE001 - the row stays `running`; it reads as abandoned later
+                log.debug("%s: could not mark session %s failed: %s", self.name, self.session_id, again)
+        self.publish(RunFailed(self.session_id, reason))
+        self.publish(ResultsSaved(self.session_id, "failed", reason))
 
 
 def _now() -> pd.Timestamp:

@@ -53,6 +53,7 @@ __all__ = [
     "merge_spans",
     "COVERAGE_ATTR",
     "DatabaseState",
+    "write_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,11 @@ def _read_schema(p: str, *, wal: bool) -> tuple[int, int, list[str], str | None]
             conn.close()
     assert last is not None
     raise last
+
+
+def write_error(path: str | os.PathLike, exc: BaseException) -> str:
+    """The one line that says a write to ``path`` failed: ``cannot write to x.db: database or disk is full``."""
+    return f"cannot write to {os.fspath(path)}: {_one_line(exc) or type(exc).__name__}"
 
 
 def _uri(p: str) -> str:
