@@ -197,3 +197,4 @@ def test_the_command_exits_1_with_one_line_when_the_disk_fills(small_filesystem)
     assert 1 <= len(lines) <= 5
     assert [line for line in lines if str(db) in line and "database or disk is full" in line], lines
     assert_kept(db, before)
+    assert Store(db).sessions()["status"].iloc[-1] in ("failed", "abandoned")  # failed when that row still fit

@@ -4,7 +4,9 @@ It records what the other agents publish: the session and its config, the univer
 caps as of the run, new candles (the cache shared by sessions), RSI, correlations and failures; it
 closes the session as ``completed`` once ``FinalResultsReady`` came and everything it announced is
 saved (then publishes ``ResultsSaved``), ``failed`` on ``RunFailed``, and ``interrupted`` when it is
-stopped while its session still runs.
+stopped while its session still runs. From before the session's row is written until after it is
+closed, it holds the session's lock (:class:`~cryptorsi.storage.liveness.SessionLock`): a session whose
+process is gone reads as ``abandoned``.
 
 A write that fails (disk full, I/O error, read-only file or folder, a lock held past the busy timeout, or
 anything else a save raises) ends the run: the manager logs the cause once, marks the session ``failed``
@@ -40,6 +42,7 @@ from cryptorsi.events import (
 )
 from cryptorsi.runtime.worker import QueueWorkerThread
 from cryptorsi.storage.database import write_error
+from cryptorsi.storage.liveness import SessionLock
 
 __all__ = ["DatabaseManager"]
 
@@ -59,6 +62,7 @@ class DatabaseManager(QueueWorkerThread):
         self._early: list[Event] = []  # events that arrived before SessionStarted
         self._saved: dict[str, set] = collections.defaultdict(set)  # kind -> (coin_id, timeframe) keys
         self._final: FinalResultsReady | None = None
+        self._session_lock = None  # the SessionLock, while the session is this process's
 
     # -- runs in the DatabaseManager thread
     def on_start(self) -> None:
@@ -78,6 +82,7 @@ class DatabaseManager(QueueWorkerThread):
         except sqlite3.Error as exc:  # the run is over: nothing more to end; the session reads as abandoned
             log.warning("%s", write_error(self.db_path, exc))
         finally:
+            self._release()
             try:
                 self._conn.close()
             except sqlite3.Error as exc:  # e.g. a full disk refuses the closing checkpoint; the WAL stays
@@ -106,6 +111,8 @@ class DatabaseManager(QueueWorkerThread):
 
     def _save(self, event: Event) -> None:
         if isinstance(event, SessionStarted):
+            if self._session_lock is None:
+                self._session_lock = SessionLock.acquire(self.db_path, event.session_id)
             self._writer.start_session(event.session_id, event.started_at, event.config)
             self._started = True
             early, self._early = self._early, []
@@ -155,7 +162,13 @@ class DatabaseManager(QueueWorkerThread):
     def _close(self, status: str, message: str | None) -> None:
         self._writer.finish_session(self.session_id, status, _now(), message)
         self._closed = True
+        self._release()
         self.publish(ResultsSaved(self.session_id, status, message))
+
+    def _release(self) -> None:
+        lock, self._session_lock = self._session_lock, None
+        if lock is not None:
+            lock.release()
 
     def _fail(self, event: Event, exc: Exception) -> None:
         """A save raised: log the cause once, end the session as ``failed`` if the database still takes that row,
@@ -170,8 +183,9 @@ class DatabaseManager(QueueWorkerThread):
         if self._started:
             try:
                 self._writer.finish_session(self.session_id, "failed", _now(), reason)
-            except Exception as again:  # noqa: BLE001 - the row stays `running`; it reads as abandoned later
+            except Exception as again:  # noqa: BLE001 - the row stays `running`; it reads as abandoned
                 log.debug("%s: could not mark session %s failed: %s", self.name, self.session_id, again)
+        self._release()
         self.publish(RunFailed(self.session_id, reason))
         self.publish(ResultsSaved(self.session_id, "failed", reason))
 

@@ -38,7 +38,8 @@ import pandas as pd
 from cryptorsi.errors import DatabaseError
 from cryptorsi.events import ExcludedCoin
 from cryptorsi.market import CANDLE_COLUMNS, Listing, candle_table, candles_from_table, empty_candles
-from cryptorsi.storage.schema import APPLICATION, APPLICATION_ID, META_TABLE, SCHEMA_VERSION, STATUSES, migrate
+from cryptorsi.storage.schema import (APPLICATION, APPLICATION_ID, META_TABLE, SCHEMA_VERSION, STORED_STATUSES,
+                                      migrate)
 from cryptorsi.tables import METRIC_COLUMNS
 
 __all__ = [
@@ -504,23 +505,27 @@ class SessionWriter:
 
     # -- sessions
     def start_session(self, session_id: str, started_at: pd.Timestamp, config: dict) -> None:
-        """Record a new session as ``running`` with its config (JSON; keys naming secrets are dropped)."""
+        """Record a new session as ``running`` with its config (JSON; keys naming secrets are dropped) and the
+        calling process as the one running it (see :mod:`cryptorsi.storage.liveness`)."""
+        from cryptorsi.storage.liveness import this_process
+
         public = _public_config(config)
         text = json.dumps(public, default=str, allow_nan=True)
         source = public.get("source")
         with self._transaction() as conn:
             conn.execute(
-                "INSERT INTO sessions (session_id, started_at, finished_at, status, config, source, message) "
-                "VALUES (?, ?, NULL, 'running', ?, ?, NULL) ON CONFLICT (session_id) DO UPDATE SET "
-                "started_at = excluded.started_at, finished_at = NULL, status = 'running', "
-                "config = excluded.config, source = excluded.source, message = NULL",
-                (str(session_id), to_iso(started_at), text, None if source is None else str(source)),
+                "INSERT INTO sessions (session_id, started_at, finished_at, status, config, source, message, host, "
+                "pid, process_start) VALUES (?, ?, NULL, 'running', ?, ?, NULL, ?, ?, ?) ON CONFLICT (session_id) "
+                "DO UPDATE SET started_at = excluded.started_at, finished_at = NULL, status = 'running', "
+                "config = excluded.config, source = excluded.source, message = NULL, host = excluded.host, "
+                "pid = excluded.pid, process_start = excluded.process_start",
+                (str(session_id), to_iso(started_at), text, None if source is None else str(source), *this_process()),
             )
 
     def finish_session(self, session_id: str, status: str, finished_at: pd.Timestamp,
                        message: str | None = None) -> None:
         """Close a session as ``completed``, ``failed`` or ``interrupted``; ``KeyError`` for an unknown session."""
-        if status not in STATUSES or status == "running":
+        if status not in STORED_STATUSES or status == "running":
             raise ValueError(f"status must be one of completed, failed, interrupted, got {status!r}")
         with self._transaction() as conn:
             cur = conn.execute(
