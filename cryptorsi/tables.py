@@ -8,7 +8,8 @@ import pandas as pd
 
 from cryptorsi.analytics import low_cap_flags, low_cap_threshold
 
-__all__ = ["CORRELATION_COLUMNS", "FAILURE_COLUMNS", "METRIC_COLUMNS", "correlation_table", "failure_table"]
+__all__ = ["CORRELATION_COLUMNS", "FAILURE_COLUMNS", "METRIC_COLUMNS", "correlation_table", "failure_table", "ago",
+           "benchmark_rows"]
 
 #: lead-lag, stability and significance of each correlation (see cryptorsi.leadlag)
 METRIC_COLUMNS = ("best_lag", "best_lag_correlation", "stability", "n_eff", "p_value", "ci_low", "ci_high",
@@ -48,3 +49,22 @@ def failure_table(rows: Iterable[Mapping]) -> pd.DataFrame:
     """Failure rows (coin_id, symbol, timeframe, stage, reason), sorted by symbol then timeframe."""
     frame = pd.DataFrame(list(rows), columns=list(FAILURE_COLUMNS))
     return frame.sort_values(["symbol", "timeframe"], kind="stable").reset_index(drop=True)
+
+
+def benchmark_rows(correlations: pd.DataFrame, benchmark: str) -> pd.Series:
+    """Which rows of a correlation table are the benchmark itself (its RSI against itself: correlation 1)."""
+    return correlations["symbol"].astype(str).str.upper() == str(benchmark).upper()
+
+
+def ago(timestamp: float | None, now: float) -> str:
+    """How long before ``now`` the epoch time ``timestamp`` was, for people: ``2.1 s ago``, ``3 min 5 s ago``,
+    ``2 h 4 min ago``; ``""`` for ``None``."""
+    if timestamp is None:
+        return ""
+    seconds = max(0.0, now - float(timestamp))
+    if seconds < 60:
+        return f"{seconds:.1f} s ago"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s ago"
+    return f"{minutes // 60} h {minutes % 60} min ago"

@@ -139,6 +139,12 @@ class Store:
             config = {}
         return row[0], config if isinstance(config, dict) else {}
 
+    def benchmark(self, session_id: str | None = None) -> str:
+        """The symbol of the session's benchmark coin (its config's ``benchmark``)."""
+        with self._read() as conn:
+            _, config = self._session(conn, session_id)
+        return str(config.get("benchmark") or AnalysisConfig.__dataclass_fields__["benchmark"].default)
+
     # ------------------------------------------------------------------ universe
     def coins(self, session_id: str | None = None, *, include_excluded: bool = False) -> pd.DataFrame:
         """The session's coins with their market caps as of that run, by market-cap rank.
