@@ -283,7 +283,7 @@ def _sessions_table(sessions) -> str:
     took = (sessions["finished_at"] - sessions["started_at"]).dt.total_seconds()
     messages = sessions["message"].astype(object).where(sessions["message"].notna(), None)
     header = ["session", "started (UTC)", "took", "status", "coins", "corr", "fail", "parameters"]
-    rows = [[sid, f"{started:%Y-%m-%d %H:%M}", "" if secs != secs else _duration(secs), status, str(coins), str(corr),
+    rows = [[sid, f"{started:%Y-%m-%d %H:%M}", _took(secs), status, str(coins), str(corr),
              str(fail), _parameters(config, source)]
             for sid, started, secs, status, coins, corr, fail, config, source in zip(
                 sessions["session_id"], sessions["started_at"], took, sessions["status"], sessions["n_coins"],
@@ -300,15 +300,16 @@ def _sessions_table(sessions) -> str:
     return "\n".join(lines)
 
 
+def _took(seconds: float) -> str:
+    """A column-width duration: ``2.1 s``, ``7.5 min``, ``2.1 h``; empty for a session not finished."""
+    if seconds != seconds:
+        return ""
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min" if seconds < 3600 else \
+        f"{seconds / 3600:.1f} h"
+
+
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes = int(seconds) // 60
-    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
 def _parameters(config: dict, source: str | None) -> str:

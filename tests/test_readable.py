@@ -103,7 +103,7 @@ def test_query_sessions_fits_120_columns_and_json_has_the_whole_config(result, t
     for i, (status, message) in enumerate([("completed", None), ("failed", f"cannot write to {long_path}: "
                                                                             "database or disk is full"),
                                            ("interrupted", "stopped before completion"), ("running", None)]):
-        config = result.config.replace(top_n_coins=250, timeframes="1h,4h,1d,1w", rsi_method="sma").to_dict()
+        config = result.config.replace(top_n_coins=250, timeframes="1h,4h,1d", rsi_method="sma").to_dict()
         writer.start_session(f"20261201-09000{i}-abcd", started + pd.Timedelta(minutes=i), config)
         if status != "running":
             writer.finish_session(f"20261201-09000{i}-abcd", status, started + pd.Timedelta(minutes=i, seconds=75),
@@ -115,11 +115,11 @@ def test_query_sessions_fits_120_columns_and_json_has_the_whole_config(result, t
     assert max(map(len, lines)) <= SESSIONS_WIDTH, out
     assert lines[0].split() == ["session", "started", "(UTC)", "took", "status", "coins", "corr", "fail",
                                 "parameters"]
-    assert "sample top 250 1h,4h,1d,1w 20w RSI14 sma" in lines[1] and "1 min" in lines[1]
+    assert "sample top 250 1h,4h,1d 20w RSI14 sma" in lines[1] and "1.2 min" in lines[1]
     assert lines[3].startswith("  cannot write to /very/long/path") and lines[3].endswith("…")
     assert "abandoned" in lines[-2] and "ended without closing the session" in lines[-1]  # written, not owned
     assert "None" not in out and "{" not in out
     assert main(["query", "sessions", "--db", db, "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows[0]["config"]["timeframes"] == ["1h", "4h", "1d", "1w"] and rows[0]["config"]["rsi_method"] == "sma"
+    assert rows[0]["config"]["timeframes"] == ["1h", "4h", "1d"] and rows[0]["config"]["rsi_method"] == "sma"
     assert rows[1]["message"].endswith("database or disk is full") and len(rows[1]["message"]) > SESSIONS_WIDTH
