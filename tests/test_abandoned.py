@@ -207,3 +207,42 @@ def test_killed_run_reads_abandoned_while_a_concurrent_run_reads_running(tmp_pat
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
+
+
+# Whether another process could take SQLite's SHARED lock byte range of a database exclusively: "free" once no
+# connection of ours holds its shared lock.
+LOCK_PROBE = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 510, 1073741826)
+    print("free")
+except OSError:
+    print("held")
+"""
+
+
+def test_looking_at_a_database_keeps_the_locks_of_its_open_connections(tmp_path):
+    """POSIX locks belong to the process: closing any descriptor of the file drops them all, SQLite's included.
+    A run whose connections lost their shared lock could have its WAL checkpointed and deleted under it by another
+    process: two concurrent runs corrupted the database. inspect_database (every open_database, CandleCache and
+    Store) must not drop them."""
+    from cryptorsi.storage.database import inspect_database
+
+    path = str(tmp_path / "locked.db")
+
+    def probe() -> str:
+        return subprocess.run([sys.executable, "-c", LOCK_PROBE, path], capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    conn = open_database(path)
+    try:
+        conn.execute("SELECT count(*) FROM sessions").fetchone()
+        assert probe() == "held"
+        for _ in range(3):
+            inspect_database(path)
+            Store(path).sessions()
+        assert probe() == "held"
+    finally:
+        conn.close()
+    assert probe() == "free"

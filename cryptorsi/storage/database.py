@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -93,8 +94,7 @@ def inspect_database(path: str | os.PathLike) -> DatabaseState:
     if not os.path.isfile(p):
         raise DatabaseError(f"{p} is not a regular file" if os.path.exists(p) else f"{p} is a broken link")
     try:
-        with open(p, "rb") as fh:
-            header = fh.read(100)
+        header = _read_header(p)
     except OSError as exc:
         raise DatabaseError(f"{p} is not readable: {exc.strerror or exc}") from None
     if not header:
@@ -112,6 +112,35 @@ def inspect_database(path: str | os.PathLike) -> DatabaseState:
     if not objects and user_version == 0 and application_id in (0, APPLICATION_ID):
         return DatabaseState("blank")
     raise DatabaseError(f"{p} is a SQLite database but not a cryptorsi database")
+
+
+_header_lock = threading.Lock()
+#: real path -> a read-only descriptor of that file, kept open for the life of the process (see _read_header)
+_header_fds: dict[str, int] = {}
+
+
+def _read_header(p: str) -> bytes:
+    """The first 100 bytes of the file ``p``, read without ever closing a descriptor of a database in use.
+
+    SQLite locks a database with POSIX advisory locks, which belong to the process: closing *any* descriptor of
+    the file releases every lock the process holds on it, those of its SQLite connections included (SQLite
+    guards its own descriptors against this, not other code's). A connection that loses its shared lock can be
+    taken for the last one by another process's closing connection, which then checkpoints and deletes the WAL
+    under it: a corrupt database. So each file is opened once and its descriptor kept (one per database file a
+    process looks at); a descriptor is closed only once its path names another file, whose locks it cannot touch.
+    """
+    key = os.path.realpath(p)
+    with _header_lock:
+        fd = _header_fds.get(key)
+        if fd is not None:
+            now, then = os.stat(key), os.fstat(fd)
+            if (now.st_dev, now.st_ino) != (then.st_dev, then.st_ino):
+                os.close(fd)  # the path names another file now
+                del _header_fds[key]
+                fd = None
+        if fd is None:
+            fd = _header_fds[key] = os.open(key, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        return os.pread(fd, 100, 0)
 
 
 def _read_schema(p: str, *, wal: bool) -> tuple[int, int, list[str], str | None]:
