@@ -127,20 +127,28 @@ def _read_header(p: str) -> bytes:
     guards its own descriptors against this, not other code's). A connection that loses its shared lock can be
     taken for the last one by another process's closing connection, which then checkpoints and deletes the WAL
     under it: a corrupt database. So each file is opened once and its descriptor kept (one per database file a
-    process looks at); a descriptor is closed only once its path names another file, whose locks it cannot touch.
+    process looks at); a descriptor is closed only once its path no longer names that file (deleted or replaced),
+    when no other process can open it by that path.
     """
     key = os.path.realpath(p)
     with _header_lock:
         fd = _header_fds.get(key)
-        if fd is not None:
-            now, then = os.stat(key), os.fstat(fd)
-            if (now.st_dev, now.st_ino) != (then.st_dev, then.st_ino):
-                os.close(fd)  # the path names another file now
-                del _header_fds[key]
-                fd = None
-        if fd is None:
+        if fd is None or not _names(key, fd):
+            for other, old in list(_header_fds.items()):  # forget files deleted or replaced (temporary ones)
+                if other == key or not _names(other, old):
+                    os.close(old)  # no other process can open that file by its path any more
+                    del _header_fds[other]
             fd = _header_fds[key] = os.open(key, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         return os.pread(fd, 100, 0)
+
+
+def _names(path: str, fd: int) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        now, then = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (then.st_dev, then.st_ino)
 
 
 def _read_schema(p: str, *, wal: bool) -> tuple[int, int, list[str], str | None]:
