@@ -121,7 +121,11 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--session", default=None, help="session id (default: the latest)")
     query.add_argument("--symbol", default=None, help="coin ticker, for prices and rsi")
     query.add_argument("--timeframe", default=None, help="timeframe, for prices and rsi")
-    query.add_argument("--format", default="table", help="table | csv | json (default table)")
+    query.add_argument("--format", default="table",
+                       help="table | csv | json (default table; sessions: a short parameter summary in a table, "
+                            "the whole config in csv and json)")
+    query.add_argument("--include-benchmark", dest="include_benchmark", action="store_true",
+                       help="correlations: list the benchmark's own rows too (its RSI against itself)")
     return parser
 
 
@@ -234,15 +238,83 @@ def _query(args) -> int:
             frame = frame.reset_index()
         elif args.what == "sessions":
             frame = store.sessions()
-            frame["config"] = frame["config"].map(lambda c: json.dumps(c, default=str))
+            if args.format == "table":
+                print(_sessions_table(frame))
+                return 0
+            if args.format == "csv":  # json keeps it an object
+                frame["config"] = frame["config"].map(lambda c: json.dumps(c, default=str))
         elif args.what == "coins":
             frame = store.coins(args.session)
+        elif args.what == "correlations":
+            frame = store.correlations(args.session)
+            if not args.include_benchmark:
+                from cryptorsi.tables import benchmark_rows
+
+                benchmark = store.benchmark(args.session)
+                frame = frame[~benchmark_rows(frame, benchmark)]
+                if args.format == "table":
+                    print(f"correlations with the benchmark {benchmark} (its own rows: --include-benchmark)")
         else:
             frame = getattr(store, args.what)(args.session)
     except KeyError as exc:
         raise UsageError(str(exc.args[0]) if exc.args else str(exc)) from None
     _print_frame(frame, args.format)
     return 0
+
+
+#: widest line of the ``query sessions`` table
+SESSIONS_WIDTH = 120
+
+
+def _sessions_table(sessions) -> str:
+    """``query sessions`` as a table that fits :data:`SESSIONS_WIDTH` columns: the start to the minute (the session
+    id has the seconds), how long the session took, its status and counts, a short parameter summary; a session's
+    message on the line below it."""
+    if sessions.empty:
+        return "(no rows)"
+    took = (sessions["finished_at"] - sessions["started_at"]).dt.total_seconds()
+    messages = sessions["message"].astype(object).where(sessions["message"].notna(), None)
+    header = ["session", "started (UTC)", "took", "status", "coins", "corr", "fail", "parameters"]
+    rows = [[sid, f"{started:%Y-%m-%d %H:%M}", _took(secs), status, str(coins), str(corr),
+             str(fail), _parameters(config, source)]
+            for sid, started, secs, status, coins, corr, fail, config, source in zip(
+                sessions["session_id"], sessions["started_at"], took, sessions["status"], sessions["n_coins"],
+                sessions["n_correlations"], sessions["n_failures"], sessions["config"], sessions["source"])]
+    right = {2, 4, 5, 6}
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header) - 1)]
+    room = SESSIONS_WIDTH - sum(widths) - 2 * len(widths)
+    lines = []
+    for values, message in [(header, None), *zip(rows, messages)]:
+        cells = [v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths))]
+        lines.append("  ".join([*cells, _cut(values[-1], room)]).rstrip())
+        if message:
+            lines.append(_cut(f"  {message}", SESSIONS_WIDTH))
+    return "\n".join(lines)
+
+
+def _took(seconds: float) -> str:
+    """A column-width duration: ``2.1 s``, ``7.5 min``, ``2.1 h``; empty for a session not finished."""
+    if seconds != seconds:
+        return ""
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min" if seconds < 3600 else \
+        f"{seconds / 3600:.1f} h"
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _parameters(config: dict, source: str | None) -> str:
+    """``sample top 100 1h,4h,1d 50w RSI14`` (the method after the period unless wilder): what sets sessions apart;
+    the whole config is in ``--format json``."""
+    timeframes = config.get("timeframes") or ()
+    timeframes = timeframes if isinstance(timeframes, str) else ",".join(map(str, timeframes))
+    weeks = config.get("weeks")
+    method = config.get("rsi_method", "wilder")
+    return " ".join(part for part in (
+        source or config.get("source") or "", f"top {config.get('top_n_coins', '?')}", timeframes,
+        f"{weeks:g}w" if isinstance(weeks, (int, float)) else "", f"RSI{config.get('rsi_period', '?')}",
+        "" if method == "wilder" else str(method)) if part)
 
 
 def _print_frame(frame, fmt: str) -> None:
@@ -257,7 +329,7 @@ def _print_frame(frame, fmt: str) -> None:
 
         with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200,
                                "display.max_colwidth", 60):
-            print(frame.to_string(index=False))
+            print(frame.to_string(index=False, na_rep=""))  # a missing value is an empty cell, never None/NaN
 
 
 def _configure_logging(verbose: bool) -> None:

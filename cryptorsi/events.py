@@ -185,9 +185,11 @@ class FinalResultsReady(Event):
 
 @dataclass(frozen=True)
 class ResultsSaved(Event):
-    """The DatabaseManager committed the final results and closed the session as ``status``."""
+    """The DatabaseManager committed the final results and closed the session as ``status`` (``reason``: why
+    a session ``failed``)."""
 
     status: str
+    reason: str | None = None
 
 
 @dataclass(frozen=True)

@@ -280,6 +280,8 @@ class Runner:
 
     def _on_saved(self, event: ResultsSaved) -> None:
         if event.session_id == self.session_id:
+            if event.status == "failed" and self._failure is None:  # before its RunFailed (any order on a network bus)
+                self._failure = event.reason or f"session {self.session_id} failed"
             self._saved_status = event.status
             self._check_done()
 

@@ -8,7 +8,8 @@ import pandas as pd
 
 from cryptorsi.analytics import low_cap_flags, low_cap_threshold
 
-__all__ = ["CORRELATION_COLUMNS", "FAILURE_COLUMNS", "METRIC_COLUMNS", "correlation_table", "failure_table"]
+__all__ = ["CORRELATION_COLUMNS", "FAILURE_COLUMNS", "METRIC_COLUMNS", "correlation_table", "failure_table", "ago",
+           "duration", "benchmark_rows"]
 
 #: lead-lag, stability and significance of each correlation (see cryptorsi.leadlag)
 METRIC_COLUMNS = ("best_lag", "best_lag_correlation", "stability", "n_eff", "p_value", "ci_low", "ci_high",
@@ -48,3 +49,24 @@ def failure_table(rows: Iterable[Mapping]) -> pd.DataFrame:
     """Failure rows (coin_id, symbol, timeframe, stage, reason), sorted by symbol then timeframe."""
     frame = pd.DataFrame(list(rows), columns=list(FAILURE_COLUMNS))
     return frame.sort_values(["symbol", "timeframe"], kind="stable").reset_index(drop=True)
+
+
+def benchmark_rows(frame: pd.DataFrame, benchmark: str) -> pd.Series:
+    """Which rows of a frame with a ``symbol`` column (correlations, coins) are the benchmark's; in a correlation
+    table, that is its RSI against itself (correlation 1)."""
+    return frame["symbol"].astype(str).str.upper() == str(benchmark).upper()
+
+
+def duration(seconds: float) -> str:
+    """A duration for people: ``2.1 s``, ``3 min 5 s``, ``2 h 4 min``."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes} min {secs} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def ago(timestamp: float | None, now: float) -> str:
+    """How long before ``now`` the epoch time ``timestamp`` was: ``2.1 s ago`` (see :func:`duration`); ``""``
+    for ``None``."""
+    return "" if timestamp is None else f"{duration(now - float(timestamp))} ago"

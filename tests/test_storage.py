@@ -624,8 +624,8 @@ def test_correlation_metrics_round_trip_and_schema_2_files_migrate(tmp_path):
     conn.execute("INSERT INTO cryptorsi_meta VALUES ('application', 'cryptorsi'), ('schema_version', '2')")
     conn.commit()
     conn.close()
-    db = open_database(str(path))  # migrates 2 -> 3 -> 4
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    db = open_database(str(path))  # migrates 2 -> 3 -> 4 -> 5
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     writer = SessionWriter(db)
     writer.start_session("s1", pd.Timestamp("2025-01-01", tz="UTC"), {"timeframes": ["1h"]})
     metrics = {"best_lag": 3, "best_lag_correlation": -0.5, "stability": 0.25, "n_eff": 41.5, "p_value": 1e-300,

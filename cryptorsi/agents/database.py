@@ -4,7 +4,15 @@ It records what the other agents publish: the session and its config, the univer
 caps as of the run, new candles (the cache shared by sessions), RSI, correlations and failures; it
 closes the session as ``completed`` once ``FinalResultsReady`` came and everything it announced is
 saved (then publishes ``ResultsSaved``), ``failed`` on ``RunFailed``, and ``interrupted`` when it is
-stopped while its session still runs.
+stopped while its session still runs. From before the session's row is written until after it is
+closed, it holds the session's lock (:class:`~cryptorsi.storage.liveness.SessionLock`): a session whose
+process is gone reads as ``abandoned``.
+
+A write that fails (disk full, I/O error, read-only file or folder, a lock held past the busy timeout, or
+anything else a save raises) ends the run: the manager logs the cause once, marks the session ``failed``
+with it when the database still takes that row, publishes ``RunFailed`` ("cannot write to <file>: <cause>")
+and ``ResultsSaved("failed")``, and ignores every later event. What was committed before stays (each save
+is one transaction).
 
 On a network bus, events of different types may arrive in any order: events that come before their
 session's ``SessionStarted`` wait for it, and completion waits for the counts ``FinalResultsReady``
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import sqlite3
 
 import pandas as pd
 
@@ -32,6 +41,8 @@ from cryptorsi.events import (
     TopCoinsFetched,
 )
 from cryptorsi.runtime.worker import QueueWorkerThread
+from cryptorsi.storage.database import write_error
+from cryptorsi.storage.liveness import SessionLock
 
 __all__ = ["DatabaseManager"]
 
@@ -51,6 +62,7 @@ class DatabaseManager(QueueWorkerThread):
         self._early: list[Event] = []  # events that arrived before SessionStarted
         self._saved: dict[str, set] = collections.defaultdict(set)  # kind -> (coin_id, timeframe) keys
         self._final: FinalResultsReady | None = None
+        self._session_lock = None  # the SessionLock, while the session is this process's
 
     # -- runs in the DatabaseManager thread
     def on_start(self) -> None:
@@ -64,10 +76,17 @@ class DatabaseManager(QueueWorkerThread):
             return
         try:
             if self._started and not self._closed:
+                self._closed = True
                 self._writer.finish_session(self.session_id, "interrupted", _now(), "stopped before completion")
                 log.info("session %s marked interrupted", self.session_id)
+        except sqlite3.Error as exc:  # the run is over: nothing more to end; the session reads as abandoned
+            log.warning("%s", write_error(self.db_path, exc))
         finally:
-            self._conn.close()
+            self._release()
+            try:
+                self._conn.close()
+            except sqlite3.Error as exc:  # e.g. a full disk refuses the closing checkpoint; the WAL stays
+                log.debug("%s: closing: %s", self.db_path, exc)
             self._conn = None
 
     def runs_when_stopping(self, fn, args) -> bool:
@@ -85,12 +104,20 @@ class DatabaseManager(QueueWorkerThread):
     def _record(self, event: Event) -> None:
         if self._closed:
             return
+        try:
+            self._save(event)
+        except Exception as exc:  # noqa: BLE001 - any failed save ends the run (else it would wait forever)
+            self._fail(event, exc)
+
+    def _save(self, event: Event) -> None:
         if isinstance(event, SessionStarted):
+            if self._session_lock is None:
+                self._session_lock = SessionLock.acquire(self.db_path, event.session_id)
             self._writer.start_session(event.session_id, event.started_at, event.config)
             self._started = True
             early, self._early = self._early, []
             for waiting in early:
-                self._record(waiting)
+                self._save(waiting)
         elif not self._started:
             self._early.append(event)
         elif isinstance(event, TopCoinsFetched):
@@ -135,7 +162,32 @@ class DatabaseManager(QueueWorkerThread):
     def _close(self, status: str, message: str | None) -> None:
         self._writer.finish_session(self.session_id, status, _now(), message)
         self._closed = True
-        self.publish(ResultsSaved(self.session_id, status))
+        self._release()
+        self.publish(ResultsSaved(self.session_id, status, message))
+
+    def _release(self) -> None:
+        lock, self._session_lock = self._session_lock, None
+        if lock is not None:
+            lock.release()
+
+    def _fail(self, event: Event, exc: Exception) -> None:
+        """A save raised: log the cause once, end the session as ``failed`` if the database still takes that row,
+        and end the run."""
+        self._closed = True
+        if isinstance(exc, sqlite3.Error):
+            reason = write_error(self.db_path, exc)
+            log.warning("%s: %s", self.name, reason)
+        else:  # not a storage error: a bug, worth its traceback
+            reason = f"cannot save to {self.db_path}: {type(exc).__name__}: {exc}"
+            log.exception("%s: saving %s failed", self.name, type(event).__name__)
+        if self._started:
+            try:
+                self._writer.finish_session(self.session_id, "failed", _now(), reason)
+            except Exception as again:  # noqa: BLE001 - the row stays `running`; it reads as abandoned
+                log.debug("%s: could not mark session %s failed: %s", self.name, self.session_id, again)
+        self._release()
+        self.publish(RunFailed(self.session_id, reason))
+        self.publish(ResultsSaved(self.session_id, "failed", reason))
 
 
 def _now() -> pd.Timestamp:

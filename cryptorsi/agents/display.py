@@ -30,7 +30,7 @@ from cryptorsi.events import (
 )
 from cryptorsi.runtime.worker import QueueWorkerThread
 
-__all__ = ["DisplayAgent", "format_results", "SYNTHETIC_LABEL"]
+__all__ = ["DisplayAgent", "format_results", "benchmark_line", "SYNTHETIC_LABEL"]
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,8 @@ class DisplayAgent(QueueWorkerThread):
         text = format_results(event.correlations, event.failures, threshold=self.threshold,
                               low_cap_threshold=event.low_cap_threshold, synthetic=event.synthetic,
                               session_id=event.session_id, max_rows=self.max_rows,
-                              min_stability=getattr(self.config, "min_stability", None))
+                              min_stability=getattr(self.config, "min_stability", None),
+                              benchmark=getattr(self.config, "benchmark", None))
         stream = self.stream or sys.stdout
         stream.write(text + "\n")
         stream.flush()
@@ -217,16 +218,21 @@ class DisplayAgent(QueueWorkerThread):
 
 def format_results(correlations: pd.DataFrame, failures: pd.DataFrame, *, threshold: float,
                    low_cap_threshold: float | None, synthetic: bool, session_id: str = "", max_rows: int = 25,
-                   min_stability: float | None = None) -> str:
-    """The console report: a summary per timeframe, the selected coins (with their best lag, stability and
-    significance), and the failures count."""
+                   min_stability: float | None = None, benchmark: str | None = None) -> str:
+    """The console report: the benchmark (once, apart from the coins compared with it), a summary per timeframe,
+    the selected coins (with their best lag, stability and significance), and the failures count."""
     from cryptorsi.analytics import select
+    from cryptorsi.tables import benchmark_rows
 
     lines = []
     title = f"cryptorsi results - session {session_id}" if session_id else "cryptorsi results"
     lines.append(title)
     if synthetic:
         lines.append(f"*** {SYNTHETIC_LABEL} ***")
+    if benchmark is not None:
+        mask = benchmark_rows(correlations, benchmark)
+        lines.append(benchmark_line(benchmark, correlations[mask]))
+        correlations = correlations[~mask]
     cap = "n/a" if low_cap_threshold is None else f"{low_cap_threshold:,.0f}"
     stable = "" if min_stability is None else f" and stability >= {min_stability:g}"
     lines.append(f"low cap: market cap <= {cap}; selected: low cap and |correlation| >= {threshold:g}{stable}")
@@ -266,3 +272,17 @@ def format_results(correlations: pd.DataFrame, failures: pd.DataFrame, *, thresh
     if synthetic:
         lines.append(f"*** {SYNTHETIC_LABEL} ***")
     return "\n".join(lines)
+
+
+def benchmark_line(benchmark: str, rows: pd.DataFrame, pair: str | None = None) -> str:
+    """``Benchmark: BTC/USDC (market cap 1,800,000,000,000; RSI points 1h 8,379, 1d 329)``, from the benchmark's
+    own rows of a correlation table (its RSI against itself, correlation 1)."""
+    details = []
+    caps = rows["market_cap"].dropna()
+    if len(caps):
+        details.append(f"market cap {caps.iloc[0]:,.0f}")
+    if len(rows):
+        details.append("RSI points " + ", ".join(f"{tf} {n:,}" for tf, n in zip(rows["timeframe"], rows["n_points"])))
+    else:
+        details.append("no RSI")
+    return f"Benchmark: {pair or benchmark} ({'; '.join(details)})"

@@ -10,6 +10,7 @@ import html
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -98,10 +99,14 @@ class StatusServer:
                 "alive": self.alive, "url": self.url}
 
 
-def _page(status: dict[str, Any]) -> str:
+def _page(status: dict[str, Any], now: float | None = None) -> str:
+    from cryptorsi.tables import ago
+
+    now = time.time() if now is None else now
     rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{a.get('queue')}</td><td>{a.get('busy')}</td>"
-        f"<td>{a.get('tasks_done')}</td><td>{a.get('errors')}</td><td>{a.get('last_activity') or ''}</td></tr>"
+        f"<tr><td>{html.escape(name)}</td>"
+        + "".join(f"<td>{_cell(a.get(key))}</td>" for key in ("queue", "busy", "tasks_done", "errors"))
+        + f"<td>{html.escape(ago(a.get('last_activity'), now))}</td></tr>"
         for name, a in status.get("agents", {}).items()
     )
     progress = "".join(
@@ -116,5 +121,10 @@ def _page(status: dict[str, Any]) -> str:
         f"<b>{html.escape(str(status.get('state')))}</b>; failures {status.get('failures', 0)}</p>{synthetic}"
         f"<h2>Progress</h2><table><tr><th>timeframe</th><th>done</th><th>failed</th></tr>{progress}</table>"
         "<h2>Agents</h2><table><tr><th>agent</th><th>queue</th><th>busy</th><th>tasks</th><th>errors</th>"
-        f"<th>last activity (UTC s)</th></tr>{rows}</table><p><a href='/status.json'>JSON</a></p></body></html>"
+        f"<th>last activity</th></tr>{rows}</table><p><a href='/status.json'>JSON</a></p></body></html>"
     )
+
+
+def _cell(value: Any) -> str:
+    """A table cell: empty for what an agent does not report (the bus has no tasks), never ``None``."""
+    return "" if value is None else html.escape(str(value))

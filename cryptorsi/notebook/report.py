@@ -32,16 +32,20 @@ _SYNTHETIC_STYLE = ("color:#b00020;font-weight:bold;border:1px solid #b00020;pad
 
 
 def results_frame(result, *, sort_by: str = "correlation", ascending: bool = False, selected_only: bool = False,
-                  timeframe: str | None = None) -> pd.DataFrame:
+                  timeframe: str | None = None, include_benchmark: bool = False) -> pd.DataFrame:
     """One row per (coin, timeframe) analysed, with ``name`` and ``selected``, sorted by ``sort_by``.
 
-    ``sort_by`` is a column, or ``abs_correlation``; ties keep the market-cap order.
+    ``sort_by`` is a column, or ``abs_correlation``; ties keep the market-cap order. The benchmark's own rows (its
+    RSI against itself) are left out unless ``include_benchmark``; :func:`result_html` shows it once, above.
     """
     from cryptorsi.analytics import select
+    from cryptorsi.tables import benchmark_rows
 
     if sort_by not in SORT_KEYS:
         raise ValueError(f"sort_by: one of {', '.join(SORT_KEYS)}, got {sort_by!r}")
     table = result.correlations.copy()
+    if not include_benchmark:
+        table = table[~benchmark_rows(table, result.config.benchmark)]
     names = result.universe.drop_duplicates("coin_id").set_index("coin_id")["name"]
     table.insert(2, "name", table["coin_id"].map(names))
     chosen = select(result.correlations, result.config.correlation_threshold)
@@ -87,6 +91,7 @@ def result_html(result, *, max_rows: int | None = 40, sort_by: str = "correlatio
         parts.append(_synthetic_banner())
     cap = "n/a" if result.low_cap_threshold is None else f"${result.low_cap_threshold:,.0f}"
     parts.append(f"<div><b>cryptorsi results</b> &mdash; session <code>{_e(result.session_id)}</code></div>")
+    parts.append(f"<div style='font-size:90%'>{_e(_benchmark_line(result))}</div>")
     parts.append(f"<div style='font-size:90%'>RSI({config.rsi_period}, {_e(config.rsi_method)}) vs "
                  f"{_e(config.benchmark)}; selected: low cap (market cap &le; P{config.low_cap_percentile:g} = "
                  f"{cap}) and |correlation| &ge; {config.correlation_threshold:g}</div>")
@@ -117,6 +122,16 @@ def result_html(result, *, max_rows: int | None = 40, sort_by: str = "correlatio
         parts.append(_synthetic_banner())
     parts.append("</div>")
     return "\n".join(parts)
+
+
+def _benchmark_line(result) -> str:
+    from cryptorsi.agents.display import benchmark_line
+    from cryptorsi.tables import benchmark_rows
+
+    benchmark = result.config.benchmark
+    rows = result.correlations[benchmark_rows(result.correlations, benchmark)]
+    listed = result.universe[benchmark_rows(result.universe, benchmark)]
+    return benchmark_line(benchmark, rows, pair=listed["pair"].iloc[0] if len(listed) else None)
 
 
 def _synthetic_banner() -> str:

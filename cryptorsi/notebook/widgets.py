@@ -264,17 +264,18 @@ class RunView(widgets.VBox):
 
 
 def _agents_html(agents: dict[str, dict[str, Any]], now: float) -> str:
+    from cryptorsi.tables import ago
+
     head = "".join(f"<th style='text-align:{a}'>{h}</th>" for h, a in (
         ("agent", "left"), ("queue", "right"), ("busy", "right"), ("tasks done", "right"), ("errors", "right"),
         ("last activity", "right")))
     rows = []
     for name, info in agents.items():
-        last = info.get("last_activity")
-        ago = "" if last is None else f"{max(0.0, now - float(last)):.1f} s ago"
         rows.append("<tr>" + "".join(
-            f"<td style='text-align:{a}'>{_e(v)}</td>" for v, a in (
-                (name, "left"), (info.get("queue", ""), "right"), (info.get("busy", ""), "right"),
-                (info.get("tasks_done", ""), "right"), (info.get("errors", ""), "right"), (ago, "right"))) + "</tr>")
+            f"<td style='text-align:{a}'>{'' if v is None else _e(v)}</td>" for v, a in (
+                (name, "left"), (info.get("queue"), "right"), (info.get("busy"), "right"),
+                (info.get("tasks_done"), "right"), (info.get("errors"), "right"),
+                (ago(info.get("last_activity"), now), "right"))) + "</tr>")
     return (f"<table style='border-collapse:collapse;font-size:85%'><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
 

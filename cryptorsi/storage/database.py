@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ import pandas as pd
 from cryptorsi.errors import DatabaseError
 from cryptorsi.events import ExcludedCoin
 from cryptorsi.market import CANDLE_COLUMNS, Listing, candle_table, candles_from_table, empty_candles
-from cryptorsi.storage.schema import APPLICATION, APPLICATION_ID, META_TABLE, SCHEMA_VERSION, STATUSES, migrate
+from cryptorsi.storage.schema import (APPLICATION, APPLICATION_ID, META_TABLE, SCHEMA_VERSION, STORED_STATUSES,
+                                      migrate)
 from cryptorsi.tables import METRIC_COLUMNS
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "merge_spans",
     "COVERAGE_ATTR",
     "DatabaseState",
+    "write_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,8 +94,7 @@ def inspect_database(path: str | os.PathLike) -> DatabaseState:
     if not os.path.isfile(p):
         raise DatabaseError(f"{p} is not a regular file" if os.path.exists(p) else f"{p} is a broken link")
     try:
-        with open(p, "rb") as fh:
-            header = fh.read(100)
+        header = _read_header(p)
     except OSError as exc:
         raise DatabaseError(f"{p} is not readable: {exc.strerror or exc}") from None
     if not header:
@@ -110,6 +112,43 @@ def inspect_database(path: str | os.PathLike) -> DatabaseState:
     if not objects and user_version == 0 and application_id in (0, APPLICATION_ID):
         return DatabaseState("blank")
     raise DatabaseError(f"{p} is a SQLite database but not a cryptorsi database")
+
+
+_header_lock = threading.Lock()
+#: real path -> a read-only descriptor of that file, kept open for the life of the process (see _read_header)
+_header_fds: dict[str, int] = {}
+
+
+def _read_header(p: str) -> bytes:
+    """The first 100 bytes of the file ``p``, read without ever closing a descriptor of a database in use.
+
+    SQLite locks a database with POSIX advisory locks, which belong to the process: closing *any* descriptor of
+    the file releases every lock the process holds on it, those of its SQLite connections included (SQLite
+    guards its own descriptors against this, not other code's). A connection that loses its shared lock can be
+    taken for the last one by another process's closing connection, which then checkpoints and deletes the WAL
+    under it: a corrupt database. So each file is opened once and its descriptor kept (one per database file a
+    process looks at); a descriptor is closed only once its path no longer names that file (deleted or replaced),
+    when no other process can open it by that path.
+    """
+    key = os.path.realpath(p)
+    with _header_lock:
+        fd = _header_fds.get(key)
+        if fd is None or not _names(key, fd):
+            for other, old in list(_header_fds.items()):  # forget files deleted or replaced (temporary ones)
+                if other == key or not _names(other, old):
+                    os.close(old)  # no other process can open that file by its path any more
+                    del _header_fds[other]
+            fd = _header_fds[key] = os.open(key, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        return os.pread(fd, 100, 0)
+
+
+def _names(path: str, fd: int) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        now, then = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (then.st_dev, then.st_ino)
 
 
 def _read_schema(p: str, *, wal: bool) -> tuple[int, int, list[str], str | None]:
@@ -146,6 +185,11 @@ def _read_schema(p: str, *, wal: bool) -> tuple[int, int, list[str], str | None]
             conn.close()
     assert last is not None
     raise last
+
+
+def write_error(path: str | os.PathLike, exc: BaseException) -> str:
+    """The one line that says a write to ``path`` failed: ``cannot write to x.db: database or disk is full``."""
+    return f"cannot write to {os.fspath(path)}: {_one_line(exc) or type(exc).__name__}"
 
 
 def _uri(p: str) -> str:
@@ -498,23 +542,27 @@ class SessionWriter:
 
     # -- sessions
     def start_session(self, session_id: str, started_at: pd.Timestamp, config: dict) -> None:
-        """Record a new session as ``running`` with its config (JSON; keys naming secrets are dropped)."""
+        """Record a new session as ``running`` with its config (JSON; keys naming secrets are dropped) and the
+        calling process as the one running it (see :mod:`cryptorsi.storage.liveness`)."""
+        from cryptorsi.storage.liveness import this_process
+
         public = _public_config(config)
         text = json.dumps(public, default=str, allow_nan=True)
         source = public.get("source")
         with self._transaction() as conn:
             conn.execute(
-                "INSERT INTO sessions (session_id, started_at, finished_at, status, config, source, message) "
-                "VALUES (?, ?, NULL, 'running', ?, ?, NULL) ON CONFLICT (session_id) DO UPDATE SET "
-                "started_at = excluded.started_at, finished_at = NULL, status = 'running', "
-                "config = excluded.config, source = excluded.source, message = NULL",
-                (str(session_id), to_iso(started_at), text, None if source is None else str(source)),
+                "INSERT INTO sessions (session_id, started_at, finished_at, status, config, source, message, host, "
+                "pid, process_start) VALUES (?, ?, NULL, 'running', ?, ?, NULL, ?, ?, ?) ON CONFLICT (session_id) "
+                "DO UPDATE SET started_at = excluded.started_at, finished_at = NULL, status = 'running', "
+                "config = excluded.config, source = excluded.source, message = NULL, host = excluded.host, "
+                "pid = excluded.pid, process_start = excluded.process_start",
+                (str(session_id), to_iso(started_at), text, None if source is None else str(source), *this_process()),
             )
 
     def finish_session(self, session_id: str, status: str, finished_at: pd.Timestamp,
                        message: str | None = None) -> None:
         """Close a session as ``completed``, ``failed`` or ``interrupted``; ``KeyError`` for an unknown session."""
-        if status not in STATUSES or status == "running":
+        if status not in STORED_STATUSES or status == "running":
             raise ValueError(f"status must be one of completed, failed, interrupted, got {status!r}")
         with self._transaction() as conn:
             cur = conn.execute(

@@ -9,9 +9,12 @@ Tables (``session_id`` columns reference ``sessions`` with ``ON DELETE CASCADE``
 
 ``cryptorsi_meta(key, value)``
     application marker, schema version, library version that created the file.
-``sessions(session_id, started_at, finished_at, status, config, source, message)``
+``sessions(session_id, started_at, finished_at, status, config, source, message, host, pid, process_start)``
     one row per analysis; datetimes are ISO-8601 UTC text (``2025-06-30T12:00:00.000000Z``, which
-    sorts as time does); ``config`` is the ``AnalysisConfig`` as JSON (never an API key).
+    sorts as time does); ``config`` is the ``AnalysisConfig`` as JSON (never an API key). ``status`` is stored
+    as running, completed, failed or interrupted; a ``running`` session whose process is gone reads as
+    ``abandoned``, decided from ``host``, ``pid`` and ``process_start`` (schema 5: the process writing the
+    session) and the session's lock file (see :mod:`cryptorsi.storage.liveness`).
 ``universe(session_id, coin_id, position, symbol, name, market_cap, market_cap_rank, exchange, pair,
 quote, excluded_reason)``
     the coins of the session with their market caps as of that run: listings (``excluded_reason``
@@ -54,17 +57,20 @@ from __future__ import annotations
 
 import sqlite3
 
-__all__ = ["SCHEMA_VERSION", "APPLICATION_ID", "APPLICATION", "META_TABLE", "STATUSES", "migrate"]
+__all__ = ["SCHEMA_VERSION", "APPLICATION_ID", "APPLICATION", "META_TABLE", "STATUSES", "STORED_STATUSES", "migrate"]
 
 #: Version of the schema this code writes; ``PRAGMA user_version`` of a current database.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: ``PRAGMA application_id``: "CRSI" as a big-endian 32-bit integer.
 APPLICATION_ID = 0x43525349
 #: Value of the ``application`` row of the meta table.
 APPLICATION = "cryptorsi"
 META_TABLE = "cryptorsi_meta"
-#: Every status a session can have.
-STATUSES = ("running", "completed", "failed", "interrupted")
+#: Every status a session can have: the four stored ones and ``abandoned`` (read, never stored: a ``running``
+#: session whose process is gone, see :mod:`cryptorsi.storage.liveness`).
+STATUSES = ("running", "completed", "failed", "interrupted", "abandoned")
+#: The statuses a ``sessions`` row may hold (its CHECK constraint, as schema 1 made it).
+STORED_STATUSES = ("running", "completed", "failed", "interrupted")
 
 _V1 = [
     f"""CREATE TABLE {META_TABLE} (
@@ -75,7 +81,7 @@ _V1 = [
         session_id  TEXT PRIMARY KEY,
         started_at  TEXT NOT NULL,
         finished_at TEXT,
-        status      TEXT NOT NULL CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
+        status      TEXT NOT NULL CHECK (status IN ({", ".join(repr(s) for s in STORED_STATUSES)})),
         config      TEXT NOT NULL,
         source      TEXT,
         message     TEXT
@@ -177,8 +183,16 @@ _V4 = [
     )""",
 ]
 
+# Schema 5: the process that writes a session, to tell a running session from an abandoned one (NULL in rows of
+# sessions written before).
+_V5 = [
+    "ALTER TABLE sessions ADD COLUMN host TEXT",
+    "ALTER TABLE sessions ADD COLUMN pid INTEGER",
+    "ALTER TABLE sessions ADD COLUMN process_start TEXT",
+]
+
 #: ``MIGRATIONS[v]`` turns a database of schema ``v - 1`` into one of schema ``v`` (0 is an empty file).
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
 
 
 def migrate(conn: sqlite3.Connection, from_version: int) -> None:

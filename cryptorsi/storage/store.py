@@ -19,6 +19,7 @@ import pandas as pd
 from cryptorsi.config import AnalysisConfig
 from cryptorsi.market import timeframe_ms, to_ms
 from cryptorsi.storage.database import load_candles, read_transaction, require_database
+from cryptorsi.storage.liveness import running_or_abandoned
 from cryptorsi.tables import CORRELATION_COLUMNS, FAILURE_COLUMNS, METRIC_COLUMNS, correlation_table, failure_table
 
 __all__ = ["Store", "NotFound", "CORRELATION_COLUMNS", "FAILURE_COLUMNS", "COIN_COLUMNS", "SESSION_COLUMNS"]
@@ -65,15 +66,23 @@ class Store:
 
     # ------------------------------------------------------------------ sessions
     def sessions(self) -> pd.DataFrame:
-        """One row per session, oldest first (newest last); ``config`` is a dict, times are UTC."""
+        """One row per session, oldest first (newest last); ``config`` is a dict, times are UTC.
+
+        ``status`` is running, completed, failed, interrupted or ``abandoned``: a session stored as running whose
+        process is gone (killed, crashed, machine lost), as :mod:`cryptorsi.storage.liveness` tells from what
+        that process left; its ``message`` then names the process.
+        """
         with self._read() as conn:
+            owner = ("s.host, s.pid, s.process_start" if "host" in _columns(conn, "sessions")
+                     else "NULL, NULL, NULL")  # a database of schema < 5, not yet migrated by a writer
             rows = conn.execute(
                 "SELECT s.session_id, s.started_at, s.finished_at, s.status, s.config, s.source, s.message, "
                 "(SELECT count(*) FROM universe u WHERE u.session_id = s.session_id AND u.excluded_reason IS NULL), "
                 "(SELECT count(*) FROM correlations c WHERE c.session_id = s.session_id), "
-                "(SELECT count(*) FROM failures f WHERE f.session_id = s.session_id) "
+                f"(SELECT count(*) FROM failures f WHERE f.session_id = s.session_id), {owner} "
                 "FROM sessions s ORDER BY s.started_at, s.rowid"
             ).fetchall()
+        rows = self._read_liveness(rows)
         cols = list(zip(*rows)) if rows else [()] * len(SESSION_COLUMNS)
         return pd.DataFrame({
             "session_id": pd.Series(cols[0], dtype=_TEXT),
@@ -87,6 +96,26 @@ class Store:
             "n_correlations": pd.Series(cols[8], dtype=np.int64),
             "n_failures": pd.Series(cols[9], dtype=np.int64),
         })
+
+    def _read_liveness(self, rows: list[tuple]) -> list[tuple]:
+        """``rows`` with ``running`` turned ``abandoned`` where the session's process is gone (and the owner
+        columns dropped). A session found abandoned is read again: it may have been closed meanwhile."""
+        out, gone = [], {}
+        for row in rows:
+            row, (host, pid, start) = list(row[:10]), row[10:]
+            if row[3] == "running" and running_or_abandoned(self.path, row[0], host, pid, start) == "abandoned":
+                process = "its process" if pid is None else f"process {pid}" + (f" on {host}" if host else "")
+                row[3], row[6] = "abandoned", row[6] or f"{process} ended without closing the session"
+                gone[row[0]] = row
+            out.append(row)
+        if gone:
+            with self._read() as conn:
+                closed = conn.execute(
+                    f"SELECT session_id, status, finished_at, message FROM sessions WHERE session_id IN "
+                    f"({','.join('?' * len(gone))}) AND status <> 'running'", list(gone)).fetchall()
+            for sid, status, finished, message in closed:
+                gone[sid][2], gone[sid][3], gone[sid][6] = finished, status, message
+        return [tuple(row) for row in out]
 
     def latest_session_id(self) -> str | None:
         """The id of the session started last, ``None`` when there is none."""
@@ -109,6 +138,12 @@ class Store:
         except (TypeError, ValueError):
             config = {}
         return row[0], config if isinstance(config, dict) else {}
+
+    def benchmark(self, session_id: str | None = None) -> str:
+        """The symbol of the session's benchmark coin (its config's ``benchmark``)."""
+        with self._read() as conn:
+            _, config = self._session(conn, session_id)
+        return str(config.get("benchmark") or AnalysisConfig.__dataclass_fields__["benchmark"].default)
 
     # ------------------------------------------------------------------ universe
     def coins(self, session_id: str | None = None, *, include_excluded: bool = False) -> pd.DataFrame:
@@ -286,6 +321,10 @@ def _times(values) -> pd.Series:
     """ISO-8601 texts (or NULL) as a UTC timestamp series of a fixed dtype."""
     text = pd.Series(values, dtype=object)
     return pd.Series(pd.to_datetime(text, utc=True, format="ISO8601"), dtype=_UTC)
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
 def _floats(values) -> pd.Series:
