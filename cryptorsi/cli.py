@@ -121,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--session", default=None, help="session id (default: the latest)")
     query.add_argument("--symbol", default=None, help="coin ticker, for prices and rsi")
     query.add_argument("--timeframe", default=None, help="timeframe, for prices and rsi")
+    query.add_argument("--exchange", default=None, help="only the sessions of this exchange, for sessions")
     query.add_argument("--format", default="table",
                        help="table | csv | json (default table; sessions: a short parameter summary in a table, "
                             "the whole config in csv and json)")
@@ -237,7 +238,7 @@ def _query(args) -> int:
                 frame = store.rsi(args.symbol, args.timeframe, session_id=args.session).to_frame()
             frame = frame.reset_index()
         elif args.what == "sessions":
-            frame = store.sessions()
+            frame = store.sessions(exchange=args.exchange)
             if args.format == "table":
                 print(_sessions_table(frame))
                 return 0
@@ -276,10 +277,11 @@ def _sessions_table(sessions) -> str:
     messages = sessions["message"].astype(object).where(sessions["message"].notna(), None)
     header = ["session", "started (UTC)", "took", "status", "coins", "corr", "fail", "parameters"]
     rows = [[sid, f"{started:%Y-%m-%d %H:%M}", _took(secs), status, str(coins), str(corr),
-             str(fail), _parameters(config, source)]
-            for sid, started, secs, status, coins, corr, fail, config, source in zip(
+             str(fail), _parameters(config, source, exchange)]
+            for sid, started, secs, status, coins, corr, fail, config, source, exchange in zip(
                 sessions["session_id"], sessions["started_at"], took, sessions["status"], sessions["n_coins"],
-                sessions["n_correlations"], sessions["n_failures"], sessions["config"], sessions["source"])]
+                sessions["n_correlations"], sessions["n_failures"], sessions["config"], sessions["source"],
+                sessions["exchange"])]
     right = {2, 4, 5, 6}
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header) - 1)]
     room = SESSIONS_WIDTH - sum(widths) - 2 * len(widths)
@@ -304,15 +306,16 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _parameters(config: dict, source: str | None) -> str:
-    """``sample top 100 1h,4h,1d 50w RSI14`` (the method after the period unless wilder): what sets sessions apart;
-    the whole config is in ``--format json``."""
+def _parameters(config: dict, source: str | None, exchange: str | None = None) -> str:
+    """``sample top 100 1h,4h,1d 50w RSI14`` (``live okx ...``: the exchange after a live source; the method after
+    the period unless wilder): what sets sessions apart; the whole config is in ``--format json``."""
     timeframes = config.get("timeframes") or ()
     timeframes = timeframes if isinstance(timeframes, str) else ",".join(map(str, timeframes))
     weeks = config.get("weeks")
     method = config.get("rsi_method", "wilder")
     return " ".join(part for part in (
-        source or config.get("source") or "", f"top {config.get('top_n_coins', '?')}", timeframes,
+        source or config.get("source") or "", exchange if isinstance(exchange, str) and exchange != source else "",
+        f"top {config.get('top_n_coins', '?')}", timeframes,
         f"{weeks:g}w" if isinstance(weeks, (int, float)) else "", f"RSI{config.get('rsi_period', '?')}",
         "" if method == "wilder" else str(method)) if part)
 

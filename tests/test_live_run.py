@@ -315,7 +315,7 @@ def test_a_live_run_on_another_exchange_is_exact(market, tmp_path, exchange):
     assert not set(again) & candles[exchange] and len(again) <= 3  # the cache has every closed candle
 
 
-def test_one_database_keeps_the_series_of_two_exchanges_apart(market, tmp_path):
+def test_one_database_keeps_the_series_of_two_exchanges_apart(market, tmp_path, capsys):
     db = tmp_path / "two.db"
     base = ["run", "--source", "live", "--quote", "USDT", "--top", "30", "--timeframes", "1d", "--weeks", "50",
             "--db", str(db), "--no-progress"]
@@ -329,8 +329,15 @@ def test_one_database_keeps_the_series_of_two_exchanges_apart(market, tmp_path):
     with sqlite3.connect(db) as conn:
         per_exchange = dict(conn.execute("SELECT exchange, COUNT(DISTINCT pair) FROM candles GROUP BY exchange"))
     assert per_exchange == {"binance": n, "bybit": n}
-    sessions = cr.Store(str(db)).sessions()
-    assert [c["exchange"] for c in sessions["config"]] == ["binance", "bybit"]
+    store = cr.Store(str(db))
+    sessions = store.sessions()
+    assert [c["exchange"] for c in sessions["config"]] == list(sessions["exchange"]) == ["binance", "bybit"]
+    (bybit,) = store.sessions(exchange="bybit")["session_id"]
+    assert bybit == sessions["session_id"].iloc[1] and store.sessions(exchange="okx").empty
+    capsys.readouterr()
+    assert main(["query", "sessions", "--db", str(db), "--exchange", "bybit"]) == 0
+    out = capsys.readouterr().out
+    assert bybit in out and sessions["session_id"].iloc[0] not in out and "live bybit top 30" in out
 
 
 @pytest.mark.parametrize("argv, named", [

@@ -577,7 +577,8 @@ def test_spot_markets_read_exchange_info_as_ccxt_parses_it(server):
 # ------------------------------------------------------------------------------------------ refusals
 
 
-@pytest.mark.parametrize("status, says", [(451, "restricted location"), (403, "HTTP 403: its web application firewall")])
+@pytest.mark.parametrize("status, says", [(451, "restricted location"),
+                                          (403, "HTTP 403: its web application firewall")])
 def test_a_host_that_refuses_this_client_is_asked_once(market, status, says):
     """451 (a restricted location) and a firewall's 403 are not retried; the message names the host and the ways
     out, never the body's HTML; nothing more is sent to that host."""

@@ -403,8 +403,9 @@ def test_store_frames_and_dtypes(writer, path):
     populate(writer)
     store = Store(path)
     sessions = store.sessions()
-    assert list(sessions.columns) == ["session_id", "started_at", "finished_at", "status", "config", "source",
-                                      "message", "n_coins", "n_correlations", "n_failures"]
+    assert list(sessions.columns) == ["session_id", "started_at", "finished_at", "status", "exchange", "config",
+                                      "source", "message", "n_coins", "n_correlations", "n_failures"]
+    assert sessions.iloc[0]["exchange"] == "binance"
     assert sessions.iloc[0][["n_coins", "n_correlations", "n_failures"]].tolist() == [8, 14, 1]
     assert str(sessions["started_at"].dtype).endswith("UTC]") and sessions["n_coins"].dtype == np.int64
 
@@ -438,7 +439,7 @@ def test_store_frames_and_dtypes(writer, path):
 def test_empty_frames_keep_columns_and_dtypes(writer, path):
     store = Store(path)
     empty_sessions = store.sessions()
-    assert empty_sessions.empty and len(empty_sessions.columns) == 10
+    assert empty_sessions.empty and len(empty_sessions.columns) == 11
     assert empty_sessions["n_coins"].dtype == np.int64 and str(empty_sessions["started_at"].dtype).endswith("UTC]")
     assert store.latest_session_id() is None
     with pytest.raises(KeyError, match="no analysis sessions"):

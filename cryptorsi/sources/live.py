@@ -4,8 +4,8 @@ ccxt — Binance by default, or any exchange ccxt speaks with ``fetchOHLCV`` (``
 Safe to call from several threads at once: every thread gets its own ccxt instance (ccxt instances are not
 thread-safe), all sharing the markets loaded once and one request-weight budget
 (:class:`~cryptorsi.sources.budget.WeightBudget`: Binance's 6,000 weight a minute, klines weighing 2; for another
-exchange, one request per ccxt ``rateLimit`` on average). ccxt's own per-instance limiter is off. A 429 pauses every thread for its ``Retry-After`` (so a 418 ban never comes);
-network errors, timeouts, 5xx and malformed pages are retried with bounded exponential backoff (tenacity); an
+exchange, one request per ccxt ``rateLimit`` on average). ccxt's own per-instance limiter is off. A 429 pauses
+every thread for its ``Retry-After`` (so a 418 ban never comes); network errors, timeouts, 5xx and malformed pages are retried with bounded exponential backoff (tenacity); an
 unknown symbol is not retried. Waits are event waits that :meth:`LiveSource.close` interrupts. An unreachable host
 is given up on within ``unavailable_after_s`` with one line naming it; a host that refuses this client (HTTP 451 for
 a restricted location, a firewall's 403) is asked nothing more, and the line names the ways out

@@ -24,7 +24,7 @@ from cryptorsi.tables import CORRELATION_COLUMNS, FAILURE_COLUMNS, METRIC_COLUMN
 
 __all__ = ["Store", "NotFound", "CORRELATION_COLUMNS", "FAILURE_COLUMNS", "COIN_COLUMNS", "SESSION_COLUMNS"]
 
-SESSION_COLUMNS = ("session_id", "started_at", "finished_at", "status", "config", "source", "message",
+SESSION_COLUMNS = ("session_id", "started_at", "finished_at", "status", "exchange", "config", "source", "message",
                    "n_coins", "n_correlations", "n_failures")
 COIN_COLUMNS = ("coin_id", "symbol", "name", "market_cap", "market_cap_rank", "exchange", "pair", "quote")
 
@@ -65,8 +65,10 @@ class Store:
         return read_transaction(self.path)
 
     # ------------------------------------------------------------------ sessions
-    def sessions(self) -> pd.DataFrame:
-        """One row per session, oldest first (newest last); ``config`` is a dict, times are UTC.
+    def sessions(self, exchange: str | None = None) -> pd.DataFrame:
+        """One row per session, oldest first (newest last); ``config`` is a dict, times are UTC; ``exchange`` the
+        exchange its candles came from (``sample`` for the sample market; empty before its coin list was stored).
+        Only the sessions of ``exchange`` when it is given (``store.sessions(exchange="okx")``).
 
         ``status`` is running, completed, failed, interrupted or ``abandoned``: a session stored as running whose
         process is gone (killed, crashed, machine lost), as :mod:`cryptorsi.storage.liveness` tells from what
@@ -79,16 +81,21 @@ class Store:
                 "SELECT s.session_id, s.started_at, s.finished_at, s.status, s.config, s.source, s.message, "
                 "(SELECT count(*) FROM universe u WHERE u.session_id = s.session_id AND u.excluded_reason IS NULL), "
                 "(SELECT count(*) FROM correlations c WHERE c.session_id = s.session_id), "
-                f"(SELECT count(*) FROM failures f WHERE f.session_id = s.session_id), {owner} "
+                f"(SELECT count(*) FROM failures f WHERE f.session_id = s.session_id), {owner}, "
+                "(SELECT u.exchange FROM universe u WHERE u.session_id = s.session_id AND u.exchange IS NOT NULL "
+                "LIMIT 1) "
                 "FROM sessions s ORDER BY s.started_at, s.rowid"
             ).fetchall()
         rows = self._read_liveness(rows)
-        cols = list(zip(*rows)) if rows else [()] * len(SESSION_COLUMNS)
+        if exchange is not None:
+            rows = [row for row in rows if row[10] == exchange]
+        cols = list(zip(*rows)) if rows else [()] * (len(SESSION_COLUMNS) + 1)
         return pd.DataFrame({
             "session_id": pd.Series(cols[0], dtype=_TEXT),
             "started_at": _times(cols[1]),
             "finished_at": _times(cols[2]),
             "status": pd.Series(cols[3], dtype=_TEXT),
+            "exchange": pd.Series(cols[10], dtype=_TEXT),
             "config": pd.Series([json.loads(c) for c in cols[4]], dtype=object),
             "source": pd.Series(cols[5], dtype=_TEXT),
             "message": pd.Series(cols[6], dtype=_TEXT),
@@ -98,11 +105,12 @@ class Store:
         })
 
     def _read_liveness(self, rows: list[tuple]) -> list[tuple]:
-        """``rows`` with ``running`` turned ``abandoned`` where the session's process is gone (and the owner
-        columns dropped). A session found abandoned is read again: it may have been closed meanwhile."""
+        """``rows`` with ``running`` turned ``abandoned`` where the session's process is gone (the owner columns
+        dropped, the exchange last). A session found abandoned is read again: it may have been closed meanwhile."""
         out, gone = [], {}
         for row in rows:
-            row, (host, pid, start) = list(row[:10]), row[10:]
+            row, (host, pid, start), exchange = list(row[:10]), row[10:13], row[13]
+            row.append(exchange)
             if row[3] == "running" and running_or_abandoned(self.path, row[0], host, pid, start) == "abandoned":
                 process = "its process" if pid is None else f"process {pid}" + (f" on {host}" if host else "")
                 row[3], row[6] = "abandoned", row[6] or f"{process} ended without closing the session"
