@@ -291,7 +291,7 @@ OTHER_EXCHANGES = {"binanceus": TIMEFRAMES, "bybit": ("4h", "1d"), "okx": ("1d",
 
 
 @pytest.mark.parametrize("exchange", list(OTHER_EXCHANGES))
-def test_a_live_run_on_another_exchange_is_exact(market, tmp_path, exchange):
+def test_a_live_run_on_another_exchange_is_exact(market, tmp_path, capsys, exchange):
     """The same sample market served in Binance.US's, Bybit's and OKX's wire formats: stored candles equal the
     served ones (newest-first pages reordered, no duplicate at page boundaries, the late listing and the halted
     pair as served), RSI and correlations exact; a second run asks nothing more; sessions record the exchange."""
@@ -303,6 +303,7 @@ def test_a_live_run_on_another_exchange_is_exact(market, tmp_path, exchange):
     with ExchangeServer(market=market) as server:
         args = [server.url if a == "URL" else a for a in args]
         assert main(args) == 0
+        assert f"cryptorsi results - {exchange} - session" in capsys.readouterr().out
         first = [r.endpoint for r in server.requests()]
         server.reset_records()
         assert main(args) == 0

@@ -175,7 +175,8 @@ class DisplayAgent(QueueWorkerThread):
                               low_cap_threshold=event.low_cap_threshold, synthetic=event.synthetic,
                               session_id=event.session_id, max_rows=self.max_rows,
                               min_stability=getattr(self.config, "min_stability", None),
-                              benchmark=getattr(self.config, "benchmark", None))
+                              benchmark=getattr(self.config, "benchmark", None),
+                              exchange=self.config.exchange if getattr(self.config, "source", None) == "live" else None)
         stream = self.stream or sys.stdout
         stream.write(text + "\n")
         stream.flush()
@@ -218,15 +219,17 @@ class DisplayAgent(QueueWorkerThread):
 
 def format_results(correlations: pd.DataFrame, failures: pd.DataFrame, *, threshold: float,
                    low_cap_threshold: float | None, synthetic: bool, session_id: str = "", max_rows: int = 25,
-                   min_stability: float | None = None, benchmark: str | None = None) -> str:
-    """The console report: the benchmark (once, apart from the coins compared with it), a summary per timeframe,
-    the selected coins (with their best lag, stability and significance), and the failures count."""
+                   min_stability: float | None = None, benchmark: str | None = None,
+                   exchange: str | None = None) -> str:
+    """The console report: its title (with the exchange of a live run), the benchmark (once, apart from the coins
+    compared with it), a summary per timeframe, the selected coins (with their best lag, stability and
+    significance), and the failures count."""
     from cryptorsi.analytics import select
     from cryptorsi.tables import benchmark_rows
 
     lines = []
-    title = f"cryptorsi results - session {session_id}" if session_id else "cryptorsi results"
-    lines.append(title)
+    lines.append(" - ".join(["cryptorsi results", *([exchange] if exchange else []),
+                             *([f"session {session_id}"] if session_id else [])]))
     if synthetic:
         lines.append(f"*** {SYNTHETIC_LABEL} ***")
     if benchmark is not None:
