@@ -165,7 +165,7 @@ class LiveSource(MarketSource):
         self.exchange = exchange
         self._facts = EXCHANGE_FACTS.get(exchange, {})
         self._binance_api = exchange in BINANCE_FAMILY
-        self._meta = _exchange_class(exchange)()  # ccxt's facts of the exchange: timeframes, features, rateLimit
+        self._meta = _exchange_meta(exchange)  # ccxt's facts of the exchange: timeframes, features, rateLimit
         root = exchange_url or self._facts.get("root")
         self.exchange_url = root.rstrip("/") if root else None  # None: ccxt's own URLs
         key = coingecko_api_key if coingecko_api_key is not None else os.environ.get("COINGECKO_API_KEY") or None
@@ -324,7 +324,7 @@ class LiveSource(MarketSource):
         options = dict(SPOT_ONLY, adjustForTimeDifference=False)
         if self._binance_api:
             options["fetchMargins"] = False
-        ex = _exchange_class(self.exchange)({
+        ex = type(self._meta)({
             "enableRateLimit": False,  # the shared budget replaces ccxt's per-instance limiter
             "timeout": int(self.timeout * 1000),
             "options": options,
@@ -836,16 +836,17 @@ def _ccxt():
     return _ccxt_module
 
 
-def _exchange_class(exchange: str):
-    """ccxt's class of ``exchange``; ConfigError for an id ccxt does not know or an exchange without candles."""
+def _exchange_meta(exchange: str):
+    """A ccxt instance of ``exchange`` that sends nothing, for what ccxt knows of it; ConfigError for an id ccxt
+    does not know or an exchange without candles."""
     ccxt = _ccxt()
     if not isinstance(exchange, str) or exchange not in ccxt.exchanges:
         raise ConfigError("exchange", f"ccxt knows no exchange {exchange!r} (e.g. binance, binanceus, okx, bybit, "
                                       "coinbase, kraken, kucoin, gate)")
-    cls = getattr(ccxt, exchange)
-    if not cls().has.get("fetchOHLCV"):
+    meta = getattr(ccxt, exchange)()
+    if not meta.has.get("fetchOHLCV"):
         raise ConfigError("exchange", f"{exchange} offers no candles (fetchOHLCV) through ccxt")
-    return cls
+    return meta
 
 
 def _ccxt_host(ex) -> str:
