@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import statistics
 import threading
 import time
@@ -20,7 +21,8 @@ from conftest import cryptorsi_threads
 from cryptorsi.agents.display import SYNTHETIC_LABEL
 from cryptorsi.notebook import kernel, plots
 from cryptorsi.notebook.report import result_html, results_frame
-from cryptorsi.notebook.widgets import ResultsTable, StatusRefresher, StatusWidget
+from cryptorsi.notebook.widgets import (LIVE_VIEWS, ResultsTable, RunView, StatusRefresher, StatusWidget, held_widgets,
+                                       keep_live)
 from notebook_kernel import Kernel, descendants, widget_tree, widget_views
 
 TIMEFRAMES = ("1h", "4h", "1d")
@@ -298,6 +300,83 @@ def test_display_agent_notebook_view(tmp_path, no_thread_leak):
     assert SYNTHETIC_LABEL in status.banner.value
 
 
+def live_widget_ids() -> set[str]:
+    from ipywidgets.widgets.widget import _instances
+
+    return set(_instances)
+
+
+def widget_ids(root) -> set[str]:
+    """Model ids of ``root`` and of every widget it holds (children, layouts, styles...)."""
+    return {widget.model_id for widget in held_widgets(root)}
+
+
+class DisplayHandle:
+    """Stands for IPython's: records what replaced the output it was made for."""
+
+    def __init__(self):
+        self.updates = []
+
+    def update(self, obj):
+        self.updates.append(obj)
+
+
+def test_only_the_last_run_views_stay_live_widgets():
+    """ipywidgets keeps every widget until it is closed: a day of runs shown in cells would keep every view.
+    Beyond the last LIVE_VIEWS, a view is replaced in its cell by a static copy and closed, with all it holds."""
+    views, handles = [], []
+    for i in range(LIVE_VIEWS + 2):
+        view = RunView(TIMEFRAMES, source="sample", synthetic=True)
+        view.show_message(f"run {i}")
+        views.append(widget_ids(view))
+        handles.append(DisplayHandle())
+        keep_live(view, handles[-1])
+    retired, live = views[:2], views[2:]
+    assert len(retired[0]) > 20 and not any(ids & live_widget_ids() for ids in retired)
+    assert all(ids <= live_widget_ids() for ids in live)
+    for i, handle in enumerate(handles):
+        if i < 2:
+            (snapshot,) = handle.updates
+            assert f"run {i}" in snapshot.data and SYNTHETIC_LABEL in snapshot.data
+        else:
+            assert handle.updates == []
+
+
+def test_closing_the_panel_closes_every_widget_it_holds(tmp_path):
+    panel = cr.ui(source="sample", top_n_coins=10, timeframes="1d", weeks=10, db_path=str(tmp_path / "p.db"))
+    held = widget_ids(panel)
+    assert len(held) > 50 and held <= live_widget_ids()
+    panel.close()
+    assert not held & live_widget_ids()
+
+
+def test_runs_in_one_process_leave_no_thread_widget_or_ipython_shell(tmp_path):
+    """Three runs with their notebook views, in a fresh process: afterwards one thread (no IPython shell with
+    its history thread is made outside a kernel), no runner, no pyplot figure, only the views' own widgets."""
+    code = f"""
+import json, sys, threading
+import cryptorsi as cr
+from cryptorsi.notebook import kernel
+from IPython.core.interactiveshell import InteractiveShell
+from ipywidgets.widgets.widget import _instances
+cfg = cr.AnalysisConfig(source="sample", top_n_coins=12, timeframes="1d", weeks=20, db_path={str(tmp_path / "s.db")!r})
+views = []
+for _ in range(3):
+    with kernel.show_runs_in(views.append):
+        cr.run_analysis(cfg, progress=True)
+widgets_per_view = len(_instances) / len(views)
+print(json.dumps([threading.active_count(), InteractiveShell.initialized(), cr.runner.active_runners() == [],
+                  "matplotlib.pyplot" in sys.modules, len(views), widgets_per_view]))
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, check=True)
+    threads, shell, no_runner, pyplot, n_views, per_view = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (threads, shell, no_runner, pyplot, n_views) == (1, False, True, False, 3), out.stderr
+    assert per_view == int(per_view)  # every live widget belongs to one of the (identical) views
+
+
 def test_display_agent_terminal_output_is_unchanged(tmp_path, no_thread_leak):
     stream = io.StringIO()
     cr.run_analysis(sample_config(tmp_path / "text.db", top_n_coins=20), progress=False, stream=stream)
@@ -387,6 +466,8 @@ def test_retune_is_fast_for_100_coins_and_3_timeframes(panel):
 def test_ui_stop_button_interrupts_the_run(panel):
     panel.controls["timeframes"].value = ("1h", "4h", "1d")
     progressed = threading.Event()
+    (previous,) = panel.status_box.children
+    previous_widgets = widget_ids(previous)
 
     def start_and_wait_for_progress():
         panel.run_button.click()
@@ -401,6 +482,7 @@ def test_ui_stop_button_interrupts_the_run(panel):
     panel.controls["db_path"].value = panel.controls["db_path"].value.replace("panel.db", "panel-stopped.db")
     wait_for_state(panel, start_and_wait_for_progress)
     assert panel.state in ("stopped", "completed")
+    assert not previous_widgets & live_widget_ids()  # the previous run's view was closed by the new Run
     if panel.state == "stopped":
         assert "interrupted" in panel.message.value
         store = cr.Store(panel.controls["db_path"].value)
