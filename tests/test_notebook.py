@@ -359,22 +359,22 @@ import cryptorsi as cr
 from cryptorsi.notebook import kernel
 from IPython.core.interactiveshell import InteractiveShell
 from ipywidgets.widgets.widget import _instances
+from cryptorsi.notebook.widgets import held_widgets
 cfg = cr.AnalysisConfig(source="sample", top_n_coins=12, timeframes="1d", weeks=20, db_path={str(tmp_path / "s.db")!r})
 views = []
 for _ in range(3):
     with kernel.show_runs_in(views.append):
         cr.run_analysis(cfg, progress=True)
-widgets_per_view = len(_instances) / len(views)
+only_views = set(_instances) == {{w.model_id for view in views for w in held_widgets(view)}}
 print(json.dumps([threading.active_count(), InteractiveShell.initialized(), cr.runner.active_runners() == [],
-                  "matplotlib.pyplot" in sys.modules, len(views), widgets_per_view]))
+                  "matplotlib.pyplot" in sys.modules, len(views), only_views]))
 """
     import subprocess
     import sys
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, check=True)
-    threads, shell, no_runner, pyplot, n_views, per_view = json.loads(out.stdout.strip().splitlines()[-1])
-    assert (threads, shell, no_runner, pyplot, n_views) == (1, False, True, False, 3), out.stderr
-    assert per_view == int(per_view)  # every live widget belongs to one of the (identical) views
+    threads, shell, no_runner, pyplot, n_views, only_views = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (threads, shell, no_runner, pyplot, n_views, only_views) == (1, False, True, False, 3, True), out.stderr
 
 
 def test_display_agent_terminal_output_is_unchanged(tmp_path, no_thread_leak):
