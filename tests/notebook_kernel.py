@@ -65,10 +65,16 @@ class Execution:
 
 
 class Kernel:
-    """A started kernel and its client; use as a context manager."""
+    """A started kernel and its client; use as a context manager.
 
-    def __init__(self, cwd: str | None = None, startup_timeout: float = 60.0):
-        self.manager = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=_ThisPython())
+    On shutdown the manager waits up to ``shutdown_wait`` seconds for the kernel to exit on its own (it sends
+    SIGTERM after half of it, SIGKILL at the end): long, so that a busy machine never makes a clean exit look
+    like a hung one.
+    """
+
+    def __init__(self, cwd: str | None = None, startup_timeout: float = 60.0, shutdown_wait: float = 60.0):
+        self.manager = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=_ThisPython(),
+                                     shutdown_wait_time=shutdown_wait)
         self.manager.start_kernel(cwd=cwd)
         self.client = self.manager.client()
         self.client.start_channels()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 import ccxt
@@ -162,36 +163,75 @@ def test_ccxt_fetch_ohlcv_reads_the_served_candles(server, market):
 # ------------------------------------------------------------------------------------------ weight budget
 
 
-def test_over_budget_429_with_retry_after_then_418_for_a_client_that_keeps_calling(market):
-    with ExchangeServer(market=market, weight_limit=10, weight_window_s=10.0, ban_grace_s=0.2, ban_s=30) as srv:
-        left = 10.0 - time.time() % 10.0  # windows are aligned on the clock, like Binance's minutes
-        if left < 2:
-            time.sleep(left + 0.01)
-        statuses = [get(srv, "/api/v3/klines", symbol="BTCUSDC", interval="1d", limit=1) for _ in range(6)]
+def test_over_budget_429_with_retry_after_then_418_for_a_client_that_keeps_calling(market, clock):
+    with ExchangeServer(market=market, weight_limit=10, weight_window_s=10.0, ban_grace_s=0.2, ban_s=30,
+                        clock=clock) as srv:
+        statuses = []
+        for _ in range(6):
+            statuses.append(get(srv, "/api/v3/klines", symbol="BTCUSDC", interval="1d", limit=1))
+            clock.advance(0.5)  # the window opened with the first request: 3 s of it are gone after the 6th
         assert [r.status_code for r in statuses] == [200] * 5 + [429]
         limited = statuses[-1]
-        assert 1 <= int(limited.headers["Retry-After"]) <= 10
+        assert limited.headers["Retry-After"] == "8"  # seconds to the window's end, rounded up (7.5)
         assert limited.json()["code"] == -1003 and "current limit is 10 request weight per 10 SECOND" in \
             limited.json()["msg"]
         assert limited.headers["X-MBX-USED-WEIGHT-10S"] == "12"
-        time.sleep(0.3)  # past the grace: calling again during the back-off is banned
+        clock.advance(0.1)  # 0.6 s after the 429, past the 0.2 s grace: calling again during the back-off is banned
         r = get(srv, "/api/v3/ping")
         assert r.status_code == 418 and int(r.headers["Retry-After"]) == 30
+        clock.advance(29.0)
         assert get(srv, "/api/v3/ping").status_code == 418
+        clock.advance(1.5)  # the ban is over
+        assert get(srv, "/api/v3/ping").status_code == 200
         assert srv.n418 == 2 and srv.n429 == 1
+        assert [r.window for r in srv.records] == [0] * 7 + [-1, 3]  # a request refused in a ban is not counted
 
 
-def test_budget_resets_with_the_window_and_advertises_itself(market):
-    with ExchangeServer(market=market, weight_limit=4, weight_window_s=1.0) as srv:
+def test_a_client_that_honours_retry_after_is_not_banned(market, clock):
+    with ExchangeServer(market=market, weight_limit=10, weight_window_s=10.0, ban_grace_s=0.2, clock=clock) as srv:
+        for _ in range(5):
+            assert get(srv, "/api/v3/ping").status_code == 200
+        clock.advance(4.0)
+        limited = get(srv, "/api/v3/exchangeInfo")  # 25 > 10
+        assert limited.status_code == 429 and limited.headers["Retry-After"] == "6"
+        clock.advance(0.1)
+        assert get(srv, "/api/v3/ping").status_code == 429  # within the grace: still only 429
+        clock.advance(6.0)  # the next window
+        r = get(srv, "/api/v3/ping")
+        assert r.status_code == 200 and r.headers["X-MBX-USED-WEIGHT-10S"] == "1"
+        assert srv.n418 == 0 and [r.window for r in srv.records] == [0] * 7 + [1]
+
+
+def test_budget_resets_with_the_window_and_advertises_itself(market, clock):
+    with ExchangeServer(market=market, weight_limit=4, weight_window_s=1.0, clock=clock) as srv:
         info = get(srv, "/api/v3/exchangeInfo")  # weight 20 > 4: refused
         assert info.status_code == 429
         retry = int(info.headers["Retry-After"])
-        time.sleep(retry + 0.05)
+        assert retry == 1
+        clock.advance(retry)
         assert get(srv, "/api/v3/ping").status_code == 200
         assert srv.n418 == 0
     with ExchangeServer(market=market, weight_limit=200, weight_window_s=2.0) as srv:
         limits = get(srv, "/api/v3/exchangeInfo").json()["rateLimits"]
         assert limits[0] == {"rateLimitType": "REQUEST_WEIGHT", "interval": "SECOND", "intervalNum": 2, "limit": 200}
+
+
+def test_weight_windows_open_with_the_first_request_whatever_the_clock_says(market, clock):
+    """Binance's windows are the clock's minutes; the server's open with its first request, so a test that
+    starts 1 s before a minute ends still has the whole minute (and a new client after reset_budget() too)."""
+    clock.advance(59.0 - clock() % 60)  # 1 s before a minute of the clock ends
+    with ExchangeServer(market=market, clock=clock) as srv:
+        for _ in range(3):
+            r = get(srv, "/api/v3/exchangeInfo")
+            clock.advance(0.9)
+        assert r.headers["X-MBX-USED-WEIGHT-1M"] == "60"
+        clock.advance(60.0)
+        assert get(srv, "/api/v3/ping").headers["X-MBX-USED-WEIGHT-1M"] == "1"
+        srv.reset_budget()
+        clock.advance(0.5)
+        assert get(srv, "/api/v3/ping").headers["X-MBX-USED-WEIGHT-1M"] == "1"
+        assert [r.window for r in srv.records] == [0, 0, 0, 1, 0]
+        assert [round(r.t - srv.records[0].t, 6) for r in srv.records] == [0.0, 0.9, 1.8, 62.7, 63.2]
 
 
 # ------------------------------------------------------------------------------------------ CoinGecko
@@ -248,7 +288,8 @@ def test_coin_overrides_and_null_market_caps():
 
 def test_scripted_faults_as_clients_see_them(market):
     faults = Faults(script={"klines": {0: "503", 1: "reset", 2: "malformed", 3: "nonmonotonic", 4: "empty",
-                                       5: "slow"}}, slow_s=3.0)
+                                       5: "slow"}}, slow_s=3600.0)
+    before = set(threading.enumerate())
     with ExchangeServer(market=market, faults=faults) as srv:
         params = dict(symbol="BTCUSDC", interval="1h", limit=10)
         assert get(srv, "/api/v3/klines", **params).status_code == 503
@@ -263,8 +304,10 @@ def test_scripted_faults_as_clients_see_them(market):
         with pytest.raises(requests.Timeout):
             requests.get(srv.url + "/api/v3/klines", params=params, timeout=0.3)
         assert get(srv, "/api/v3/klines", **params).status_code == 200  # the script is over
-        t0 = time.monotonic()
-    assert time.monotonic() - t0 < 2.0  # stop() interrupts the slow answer still waiting
+    # stop() interrupts the slow answer still waiting (an hour): every thread of the server ends
+    for thread in set(threading.enumerate()) - before:
+        thread.join(60)
+        assert not thread.is_alive(), thread.name
     faults_seen = [r.fault for r in srv.records]  # the slow answer is recorded when it finally goes out
     assert faults_seen[:5] == ["503", "reset", "malformed", "nonmonotonic", "empty"]
     assert sorted(faults_seen[5:], key=str) == [None, "slow"]

@@ -24,7 +24,9 @@ D = 24 * H
 WEEKS50 = 50 * 7 * D
 START = NOW - WEEKS50
 KEY = "CG-secret-test-key-0123456789"
-FAST = dict(retry_base_s=0.02, retry_max_s=0.1, timeout=2.0)
+#: short back-offs; the timeout only ends requests the server answers slowly on purpose, so it is generous: a busy
+#: machine never turns a normal answer into a timeout (and an extra retry the counts would see)
+FAST = dict(retry_base_s=0.02, retry_max_s=0.1, timeout=10.0)
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +191,10 @@ def test_open_candle_is_judged_by_the_exchange_clock(market):
     window ends on the exchange's clock."""
     with ExchangeServer(market=market) as srv:
         src = LiveSource(srv.url, srv.url, **FAST)
-        assert 0 <= src.default_end_ms("1h") - NOW < 5_000  # loads the markets
+        before = time.time()
+        end = src.default_end_ms("1h")  # loads the markets
+        took_ms = (time.time() - before) * 1000
+        assert 0 <= end - NOW <= took_ms + 1  # the server's clock, moved on by the local time since it was read
         assert srv.count("exchangeInfo") == 1 and srv.count("time") == 0
         assert src.closed_until("1h") == NOW // H * H and src.closed_until("1d") == NOW // D * D
         frame = src.candles(market_of("BTC/USDC"), "1h", NOW - 10 * H, NOW + 5 * H)
@@ -286,15 +291,14 @@ def test_candles_window_bounds_and_timeframes(source, market):
 
 def test_transient_faults_are_retried_and_the_data_stays_exact(market):
     faults = Faults(script={"klines": {0: "500", 1: "reset", 2: "slow", 4: "malformed", 5: "nonmonotonic",
-                                       7: "504", 9: "503", 10: "reset"}}, slow_s=5.0)
+                                       7: "504", 9: "503", 10: "reset"}}, slow_s=120.0)
     with ExchangeServer(market=market, faults=faults) as srv:
-        src = LiveSource(srv.url, srv.url, now_ms=NOW, **dict(FAST, timeout=0.5))
+        src = LiveSource(srv.url, srv.url, now_ms=NOW, **dict(FAST, timeout=3.0))
         src.markets()
-        t0 = time.monotonic()
         frame = src.candles(market_of("C003/USDC"), "1h", START, NOW)
-        assert time.monotonic() - t0 < 4
         assert frame.equals(expected(market, "C003/USDC", "1h"))
         stats = src.stats()
+        # the slow answer (2 minutes) was given up after the timeout and asked again: one of the 8 retries
         assert stats["retries"] == 8 and stats["klines_requests"] == 9 + 8
         answered = [r.fault for r in srv.requests("klines") if r.fault]  # the slow answer is still pending
         assert sorted(answered) == sorted(["500", "reset", "malformed", "nonmonotonic", "504", "503", "reset"])
@@ -421,18 +425,19 @@ def test_threads_share_one_budget_and_never_get_banned(market, advertised, expla
             assert srv.n429 == 0 and stats["budget_waits"] > 0
         else:
             assert 1 <= srv.n429 == stats["rate_limited"] <= 6 and stats["paused_s"] > 0
-        # apart from the 429s, the server never counted more than its budget in one window
+        # apart from the 429s, the server never counted more than its budget in one of its windows
         per_window: dict[int, int] = {}
         for r in srv.requests():
             if r.status != 429:
-                per_window[int(r.t // 2.0)] = per_window.get(int(r.t // 2.0), 0) + r.weight
+                per_window[r.window] = per_window.get(r.window, 0) + r.weight
         assert max(per_window.values()) <= limit
         src.close()
 
 
-def test_weight_header_from_another_client_slows_us_down(market):
-    """Weight used by someone else on the same IP (seen in X-MBX-USED-WEIGHT-1M) counts against our budget."""
-    with ExchangeServer(market=market, weight_limit=6000) as srv:
+def test_weight_header_from_another_client_slows_us_down(market, clock):
+    """Weight used by someone else on the same IP (seen in X-MBX-USED-WEIGHT-1M) counts against our budget.
+    The server's clock stands still: every request falls in its first minute, however long the test takes."""
+    with ExchangeServer(market=market, weight_limit=6000, clock=clock) as srv:
         src = LiveSource(srv.url, srv.url, now_ms=NOW, **FAST)
         src.markets()
         import requests
@@ -440,29 +445,57 @@ def test_weight_header_from_another_client_slows_us_down(market):
         for _ in range(50):  # another client: 50 x 20 weight
             requests.get(srv.url + "/api/v3/exchangeInfo", timeout=5)
         src.candles(market_of("BTC/USDC"), "1d", START, NOW)
+        assert srv.requests("klines")[-1].window == 0
         stats = src.stats()
         assert stats["weight_in_window"] >= 1000 + 20 + 2
         src.close()
 
 
-def test_budget_waits_pauses_and_close():
-    budget = WeightBudget(limit=10, window_s=0.5, safety=1.0)
+def test_budget_waits_pauses_and_close(clock):
+    """What the budget allows and when, on a clock the test moves (no wall clock, no machine speed)."""
+    budget = WeightBudget(limit=10, window_s=0.5, safety=1.0, clock=clock)
     for _ in range(5):
         assert budget.acquire(2)
-    t0 = time.monotonic()
-    assert budget.acquire(2)  # waits for the window to slide
-    assert 0.4 <= time.monotonic() - t0 < 1.0
+    # full: the first request leaves the window (0.5 s, plus a 5 % margin for the network: 0.525 s) after it
+    clock.advance(0.52)
+    assert budget.acquire(2, timeout=0) is False
+    clock.advance(0.01)
+    assert budget.acquire(2, timeout=0)
     budget.pause(0.3)
-    t0 = time.monotonic()
-    assert budget.acquire(1, timeout=0.1) is False
-    budget.acquire(1)
-    assert time.monotonic() - t0 >= 0.29
+    clock.advance(0.29)
+    assert budget.acquire(1, timeout=0) is False  # paused
+    clock.advance(0.02)
+    assert budget.acquire(1, timeout=0)
+    assert budget.snapshot()["pauses"] == 1
     budget.configure(100, 60)  # never beyond the owner's rate cap: 10 per 0.5 s = 1200 per minute
     assert budget.limit == 100 and budget.window_s == 60
     budget.configure(100_000, 60)
     assert budget.limit == 1200
     budget.lower(50)
     assert budget.limit == 50
+
+
+def test_budget_waiters_wake_up_when_the_window_slides_or_the_budget_closes():
+    waiting, waiter_clock_reads = threading.Event(), []
+
+    def monotonic():  # the real clock; acquire() reads it a second time under the budget's lock, then waits
+        if threading.current_thread().name == "budget-waiter":
+            waiter_clock_reads.append(1)
+            if len(waiter_clock_reads) == 2:
+                waiting.set()
+        return time.monotonic()
+
+    budget = WeightBudget(limit=10, window_s=0.5, safety=1.0, clock=monotonic)
+    t0 = time.monotonic()  # (read before what it times: a lower bound that a stall in between cannot break)
+    for _ in range(5):
+        assert budget.acquire(2)
+    assert budget.acquire(2)  # waits for the window to slide (no timeout: it wakes up by itself)
+    assert time.monotonic() - t0 >= 0.5
+    t0 = time.monotonic()
+    budget.pause(0.3)
+    budget.acquire(1)
+    assert time.monotonic() - t0 >= 0.3
+    budget.configure(10, 60)  # a minute's window: what was sent stays counted however long the waiter takes
     waiter_error = []
 
     def waiter():
@@ -471,13 +504,11 @@ def test_budget_waits_pauses_and_close():
         except Exception as e:  # noqa: BLE001
             waiter_error.append(type(e).__name__)
 
-    for _ in range(45):
-        budget.acquire(1)
-    thread = threading.Thread(target=waiter, name="budget-waiter")
+    thread = threading.Thread(target=waiter, name="budget-waiter", daemon=True)
     thread.start()
-    time.sleep(0.1)
-    budget.close()
-    thread.join(2)
+    assert waiting.wait(30)  # the waiter holds the budget's lock from that read until it waits ...
+    budget.close()  # ... so this runs while it waits (close takes that lock)
+    thread.join(30)
     assert not thread.is_alive() and waiter_error == ["BudgetClosed"]
 
 
@@ -503,32 +534,50 @@ def test_unreachable_hosts_raise_source_unavailable_quickly():
         s.close()
 
 
+class _Seen(logging.Handler):
+    """Sets ``event`` when a log record's message contains ``text``."""
+
+    def __init__(self, text: str):
+        super().__init__(logging.DEBUG)
+        self.text, self.event = text, threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
 def test_close_interrupts_backoff_promptly(market):
     faults = Faults(fail_symbols=("C001USDC",), fail_status=503)
-    with ExchangeServer(market=market, faults=faults) as srv:
-        src = LiveSource(srv.url, srv.url, now_ms=NOW, retry_base_s=30, retry_max_s=30, max_attempts=5)
-        src.markets()
-        errors = []
+    logger = logging.getLogger("cryptorsi")
+    backing_off, level = _Seen("retry in"), logger.level
+    logger.addHandler(backing_off)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with ExchangeServer(market=market, faults=faults) as srv:
+            # a back-off of 10 minutes after the first 503
+            src = LiveSource(srv.url, srv.url, now_ms=NOW, retry_base_s=600, retry_max_s=600, max_attempts=5)
+            src.markets()
+            errors = []
 
-        def fetch():
-            try:
-                src.candles(market_of("C001/USDC"), "1h", START, NOW)
-            except SourceError as e:
-                errors.append(str(e))
+            def fetch():
+                try:
+                    src.candles(market_of("C001/USDC"), "1h", START, NOW)
+                except SourceError as e:
+                    errors.append(str(e))
 
-        thread = threading.Thread(target=fetch, name="fetch-c001")
-        thread.start()
-        deadline = time.monotonic() + 5
-        while srv.count("klines") < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.1)  # now in a 30 s back-off
-        t0 = time.monotonic()
-        src.close()
-        thread.join(5)
-        assert not thread.is_alive() and time.monotonic() - t0 < 1.0
-        assert errors and "closed" in errors[0]
-        with pytest.raises(SourceError, match="closed"):
-            src.candles(market_of("BTC/USDC"), "1h", START, NOW)
+            thread = threading.Thread(target=fetch, name="fetch-c001", daemon=True)
+            thread.start()
+            assert backing_off.event.wait(60)  # logged as the back-off begins
+            src.close()
+            thread.join(60)  # far less than the back-off: close() ended it
+            assert not thread.is_alive()
+            assert errors and "closed" in errors[0]
+            assert srv.count("klines") == 1
+            with pytest.raises(SourceError, match="closed"):
+                src.candles(market_of("BTC/USDC"), "1h", START, NOW)
+    finally:
+        logger.removeHandler(backing_off)
+        logger.setLevel(level)
 
 
 def test_stats_shape(source):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import statistics
 import threading
 import time
@@ -20,7 +21,8 @@ from conftest import cryptorsi_threads
 from cryptorsi.agents.display import SYNTHETIC_LABEL
 from cryptorsi.notebook import kernel, plots
 from cryptorsi.notebook.report import result_html, results_frame
-from cryptorsi.notebook.widgets import ResultsTable, StatusRefresher, StatusWidget
+from cryptorsi.notebook.widgets import (LIVE_VIEWS, ResultsTable, RunView, StatusRefresher, StatusWidget, held_widgets,
+                                       keep_live)
 from notebook_kernel import Kernel, descendants, widget_tree, widget_views
 
 TIMEFRAMES = ("1h", "4h", "1d")
@@ -267,14 +269,14 @@ def test_status_refresher_thread_is_named_and_stops_at_once():
     def status():
         calls.append(threading.current_thread().name)
         if len(calls) >= 3:
+            refresher.interval = 3600  # its next wait is an hour long ...
             enough.set()
         return fake_status(len(calls))
 
-    refresher = StatusRefresher(widget, status, interval=0.01, name="test-status").start()
-    assert enough.wait(10)
-    started = time.monotonic()
-    assert refresher.stop(5)
-    assert time.monotonic() - started < 1.0
+    refresher = StatusRefresher(widget, status, interval=0.01, name="test-status")
+    refresher.start()
+    assert enough.wait(30)
+    assert refresher.stop(30)  # ... and stop() ends it at once
     assert set(calls) == {"cryptorsi-test-status"}
     assert widget.bars["1d"].value >= 3
     assert not [t for t in cryptorsi_threads() if t.name == "cryptorsi-test-status"]
@@ -296,6 +298,83 @@ def test_display_agent_notebook_view(tmp_path, no_thread_leak):
     assert "<b>completed</b>" in status.header.value
     assert all(bar.value == bar.max and bar.max > 1 for bar in status.bars.values())
     assert SYNTHETIC_LABEL in status.banner.value
+
+
+def live_widget_ids() -> set[str]:
+    from ipywidgets.widgets.widget import _instances
+
+    return set(_instances)
+
+
+def widget_ids(root) -> set[str]:
+    """Model ids of ``root`` and of every widget it holds (children, layouts, styles...)."""
+    return {widget.model_id for widget in held_widgets(root)}
+
+
+class DisplayHandle:
+    """Stands for IPython's: records what replaced the output it was made for."""
+
+    def __init__(self):
+        self.updates = []
+
+    def update(self, obj):
+        self.updates.append(obj)
+
+
+def test_only_the_last_run_views_stay_live_widgets():
+    """ipywidgets keeps every widget until it is closed: a day of runs shown in cells would keep every view.
+    Beyond the last LIVE_VIEWS, a view is replaced in its cell by a static copy and closed, with all it holds."""
+    views, handles = [], []
+    for i in range(LIVE_VIEWS + 2):
+        view = RunView(TIMEFRAMES, source="sample", synthetic=True)
+        view.show_message(f"run {i}")
+        views.append(widget_ids(view))
+        handles.append(DisplayHandle())
+        keep_live(view, handles[-1])
+    retired, live = views[:2], views[2:]
+    assert len(retired[0]) > 20 and not any(ids & live_widget_ids() for ids in retired)
+    assert all(ids <= live_widget_ids() for ids in live)
+    for i, handle in enumerate(handles):
+        if i < 2:
+            (snapshot,) = handle.updates
+            assert f"run {i}" in snapshot.data and SYNTHETIC_LABEL in snapshot.data
+        else:
+            assert handle.updates == []
+
+
+def test_closing_the_panel_closes_every_widget_it_holds(tmp_path):
+    panel = cr.ui(source="sample", top_n_coins=10, timeframes="1d", weeks=10, db_path=str(tmp_path / "p.db"))
+    held = widget_ids(panel)
+    assert len(held) > 50 and held <= live_widget_ids()
+    panel.close()
+    assert not held & live_widget_ids()
+
+
+def test_runs_in_one_process_leave_no_thread_widget_or_ipython_shell(tmp_path):
+    """Three runs with their notebook views, in a fresh process: afterwards one thread (no IPython shell with
+    its history thread is made outside a kernel), no runner, no pyplot figure, only the views' own widgets."""
+    code = f"""
+import json, sys, threading
+import cryptorsi as cr
+from cryptorsi.notebook import kernel
+from IPython.core.interactiveshell import InteractiveShell
+from ipywidgets.widgets.widget import _instances
+from cryptorsi.notebook.widgets import held_widgets
+cfg = cr.AnalysisConfig(source="sample", top_n_coins=12, timeframes="1d", weeks=20, db_path={str(tmp_path / "s.db")!r})
+views = []
+for _ in range(3):
+    with kernel.show_runs_in(views.append):
+        cr.run_analysis(cfg, progress=True)
+only_views = set(_instances) == {{w.model_id for view in views for w in held_widgets(view)}}
+print(json.dumps([threading.active_count(), InteractiveShell.initialized(), cr.runner.active_runners() == [],
+                  "matplotlib.pyplot" in sys.modules, len(views), only_views]))
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, check=True)
+    threads, shell, no_runner, pyplot, n_views, only_views = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (threads, shell, no_runner, pyplot, n_views, only_views) == (1, False, True, False, 3, True), out.stderr
 
 
 def test_display_agent_terminal_output_is_unchanged(tmp_path, no_thread_leak):
@@ -346,10 +425,13 @@ def test_ui_run_then_tune_from_cached_candles(panel):
     assert panel.result.correlations["coin_id"].nunique() > 80
     before = panel.table.html.value
 
+    cpu = time.process_time()
     panel.controls["rsi_period"].value = 21  # applied at once, from the cached candles
+    cpu = time.process_time() - cpu
     assert panel.tuned.config.rsi_period == 21 and panel.state == "completed"
     assert panel.table.html.value != before
-    assert panel.timings["total_s"] < 2.0, panel.timings
+    # interactive: CPU time, which a busy machine does not stretch (the panel's timings are wall-clock times)
+    assert cpu < 2.0 and set(panel.timings) == {"retune_s", "table_s", "figure_s", "total_s"}, (cpu, panel.timings)
     closes = panel.tuned.prices("ETH", "1h")["close"]
     expected = pd.Series(talib.RSI(closes.to_numpy(), timeperiod=21), index=closes.index).dropna()
     mine = panel.tuned.rsi("ETH", "1h")
@@ -373,10 +455,10 @@ def test_retune_is_fast_for_100_coins_and_3_timeframes(panel):
     result = panel.result
     assert result is not None, "needs the panel's run"
     seconds = []
-    for _ in range(5):
-        started = time.perf_counter()
+    for _ in range(5):  # CPU time (~0.2 s): a busy machine stretches wall-clock time, not this
+        started = time.process_time()
         tuned = result.retune(rsi_period=21, correlation_threshold=0.6)
-        seconds.append(time.perf_counter() - started)
+        seconds.append(time.process_time() - started)
     assert statistics.median(seconds) < 0.5, seconds
     assert tuned.config.rsi_period == 21
 
@@ -384,6 +466,8 @@ def test_retune_is_fast_for_100_coins_and_3_timeframes(panel):
 def test_ui_stop_button_interrupts_the_run(panel):
     panel.controls["timeframes"].value = ("1h", "4h", "1d")
     progressed = threading.Event()
+    (previous,) = panel.status_box.children
+    previous_widgets = widget_ids(previous)
 
     def start_and_wait_for_progress():
         panel.run_button.click()
@@ -398,6 +482,7 @@ def test_ui_stop_button_interrupts_the_run(panel):
     panel.controls["db_path"].value = panel.controls["db_path"].value.replace("panel.db", "panel-stopped.db")
     wait_for_state(panel, start_and_wait_for_progress)
     assert panel.state in ("stopped", "completed")
+    assert not previous_widgets & live_widget_ids()  # the previous run's view was closed by the new Run
     if panel.state == "stopped":
         assert "interrupted" in panel.message.value
         store = cr.Store(panel.controls["db_path"].value)
@@ -462,7 +547,7 @@ def test_interrupt_during_run_analysis(jupyter):
     run = jupyter.execute("result = cr.run_analysis(cfg)", on_message=interrupt_once_progressing, timeout=120)
     assert interrupted, "the run ended before it could be interrupted"
     assert run.status == "error" and "KeyboardInterrupt" in run.error()
-    assert time.monotonic() - interrupted["at"] < 10.0
+    assert time.monotonic() - interrupted["at"] < 30.0  # at once (the run would have gone on otherwise)
     after = jupyter.check("print(json.dumps([threads(), [r.state for r in cr.runner.active_runners()]]))").json()
     assert after == [[], []]
     sessions = cr.Store(str(db)).sessions()
@@ -510,7 +595,7 @@ def test_kernel_shutdown_stops_the_runners(tmp_path):
                 "assert moving.wait(60)")
     finally:
         seconds = k.shutdown()
-    # the kernel exited on its own (the manager kills it only after waiting 5 s) ...
-    assert seconds < 5.0
+    # the kernel exited on its own (the manager sends SIGTERM only after waiting 30 s) ...
+    assert seconds < 30.0
     # ... and its exit hook stopped the runner, which closed the session as interrupted
     assert cr.Store(str(db)).sessions()["status"].tolist() == ["interrupted"]

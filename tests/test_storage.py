@@ -531,6 +531,8 @@ def test_store_reads_while_another_thread_writes(path):
     chunk, chunks = 50, 40
     errors: list[BaseException] = []
     done = threading.Event()
+    # row counts the writer stops at until the reader has seen them: reads happen mid-write on a busy machine too
+    checkpoints = {10 * chunk: threading.Event(), 20 * chunk: threading.Event()}
 
     def write() -> None:
         try:
@@ -540,6 +542,8 @@ def test_store_reads_while_another_thread_writes(path):
             for i in range(chunks):
                 w.save_candles("binance", "ETH/USDC", "1h", candles(chunk, start=T0 + i * chunk * H, seed=i))
                 w.save_correlation("live", f"coin{i}", "1h", 0.5, 10)
+                if (i + 1) * chunk in checkpoints:
+                    checkpoints[(i + 1) * chunk].wait(30)
             w.finish_session("live", "completed", ts("2025-01-01T01:00"))
             conn.close()
         except BaseException as exc:  # pragma: no cover - reported below
@@ -557,6 +561,9 @@ def test_store_reads_while_another_thread_writes(path):
                 n = len(store.candles("binance", "ETH/USDC", "1h"))
                 assert n % chunk == 0, f"saw a partial transaction: {n} rows"  # whole transactions only
                 seen.append(n)
+                for count, seen_it in checkpoints.items():
+                    if n >= count:
+                        seen_it.set()
                 if store.latest_session_id() is not None:
                     store.correlations()
                 if finished:

@@ -6,6 +6,8 @@ from cryptorsi.events import Event, TaskFailed
 from cryptorsi.runtime.memory_bus import InMemoryBus
 from cryptorsi.runtime.worker import THREAD_PREFIX, QueueWorkerThread
 
+WAIT = 30.0  # upper bound of every wait for another thread: only reached when something is broken
+
 
 def cryptorsi_threads():
     return [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
@@ -16,7 +18,7 @@ def bus():
     bus = InMemoryBus()
     bus.start()
     yield bus
-    assert bus.stop(2)
+    assert bus.stop(WAIT)
 
 
 class Recorder(QueueWorkerThread):
@@ -40,13 +42,13 @@ class Recorder(QueueWorkerThread):
 
 def test_tasks_run_on_named_threads_and_hooks_run_there(bus):
     agent = Recorder(bus, threads=2).start()
-    assert agent.ready.wait(2)
+    assert agent.ready.wait(WAIT)
     sink = []
     for i in range(3):
         agent.submit(agent.record, i, sink)
-    assert agent.done.wait(2)
+    assert agent.done.wait(WAIT)
     assert sorted(sink) == [0, 1, 2]
-    assert agent.stop(2)
+    assert agent.stop(WAIT)
     assert sorted(agent.started_in) == ["cryptorsi-Recorder-1", "cryptorsi-Recorder-2"]
     assert sorted(agent.stopped_in) == sorted(agent.started_in)
     assert set(agent.ran_in) <= set(agent.started_in)
@@ -66,11 +68,11 @@ def test_failing_task_is_reported_and_the_thread_survives(bus):
     sink = []
     for i in range(3):
         agent.submit(agent.record, i, sink)
-    assert agent.done.wait(2) and seen.wait(2)
+    assert agent.done.wait(WAIT) and seen.wait(WAIT)
     assert sink == [0, 1, 2]
     assert agent.errors == 1 and isinstance(errors[0], RuntimeError)
     assert failures[0].agent == "Recorder" and "kaput" in failures[0].error
-    assert agent.stop(2)
+    assert agent.stop(WAIT)
 
 
 def test_stop_abandons_queued_work_and_joins_quickly(bus):
@@ -85,11 +87,11 @@ def test_stop_abandons_queued_work_and_joins_quickly(bus):
     ran = []
     for i in range(1000):
         agent.submit(ran.append, i)
-    assert gate.wait(2)
-    stopper = threading.Thread(target=lambda: agent.stop(5))
+    assert gate.wait(WAIT)
+    stopper = threading.Thread(target=lambda: agent.stop(WAIT))
     stopper.start()
     release.set()
-    stopper.join(5)
+    stopper.join(WAIT)
     assert not stopper.is_alive() and not agent.alive
     assert ran == []  # abandoned, not run
     agent.submit(ran.append, "late")  # ignored after stop
@@ -102,9 +104,9 @@ def test_start_error_is_reported_through_ready(bus):
             raise OSError("no database")
 
     agent = Broken(bus).start()
-    assert agent.ready.wait(2)
+    assert agent.ready.wait(WAIT)
     assert isinstance(agent.start_error, OSError)
-    assert agent.stop(2)
+    assert agent.stop(WAIT)
 
 
 def test_listen_uses_the_agent_name_as_consumer_group(bus):
@@ -118,7 +120,7 @@ def test_listen_uses_the_agent_name_as_consumer_group(bus):
     b = Recorder(bus)  # same name: same service, so the two compete for each event
     b.listen(Ping, lambda e: (got.append(("b", e)), done.set()))
     bus.publish(Ping("s"))
-    assert done.wait(2) and bus.wait_idle(2)
+    assert done.wait(WAIT) and bus.wait_idle(WAIT)
     assert len(got) == 1
 
 
@@ -131,17 +133,17 @@ class Keeper(Recorder):
 
 def test_stop_abandons_queued_tasks_but_those_the_agent_keeps(bus):
     agent = Keeper(bus).start()
-    assert agent.ready.wait(2)
+    assert agent.ready.wait(WAIT)
     entered, release, sink = threading.Event(), threading.Event(), []
     agent.submit(lambda: (entered.set(), release.wait(5)))  # occupies the only thread
-    assert entered.wait(2)
+    assert entered.wait(WAIT)
     for value in ("drop", "keep", "drop", "keep"):
         agent.submit(agent.record, value, sink)
-    stopper = threading.Thread(target=agent.stop, args=(5,), name="test-stopper")
+    stopper = threading.Thread(target=agent.stop, args=(WAIT,), name="test-stopper")
     stopper.start()
-    assert agent.stop_event.wait(2)  # stop() has been called while the tasks are queued
+    assert agent.stop_event.wait(WAIT)  # stop() has been called while the tasks are queued
     release.set()
-    stopper.join(5)
+    stopper.join(WAIT)
     assert not stopper.is_alive()
     assert sink == ["keep", "keep"]
     assert not [t for t in cryptorsi_threads() if "Keeper" in t.name]

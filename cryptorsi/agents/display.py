@@ -115,7 +115,7 @@ class DisplayAgent(QueueWorkerThread):
 
     def _start_view(self) -> None:
         from cryptorsi.notebook import kernel
-        from cryptorsi.notebook.widgets import RunView, StatusRefresher
+        from cryptorsi.notebook.widgets import RunView, StatusRefresher, keep_live
 
         cfg = self.config
         target = self._target or kernel.current_target()
@@ -123,7 +123,9 @@ class DisplayAgent(QueueWorkerThread):
         synthetic = cfg.source == "sample"
         self.view = RunView(cfg.timeframes, status=self.progress, results=results, source=cfg.source,
                             synthetic=synthetic)
-        kernel.show(self.view)
+        handle = kernel.show(self.view)
+        if target is None:  # shown in a cell: one of the live views of the kernel (older ones become static)
+            keep_live(self.view, handle)
         if self.view.status is not None and self._status is not None:
             self._refresher = StatusRefresher(self.view.status, self._status, name=f"{self.name}-status")
 

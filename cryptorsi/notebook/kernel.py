@@ -98,12 +98,13 @@ def current_target() -> RunTarget | None:
     return _target.get()
 
 
-def show(widget: Any) -> None:
-    """Show ``widget``: in the current target if one is set, else in the cell running now (main thread)."""
+def show(widget: Any) -> Any:
+    """Show ``widget``: in the current target if one is set (returns None), else in the cell running now (main
+    thread; returns the display handle, with which that output can be replaced later)."""
     target = current_target()
     if target is not None:
         target.place(widget)
-        return
+        return None
     from IPython.display import display
 
-    display(widget)
+    return display(widget, display_id=True)

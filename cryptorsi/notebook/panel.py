@@ -168,8 +168,12 @@ class TuningPanel(widgets.VBox):
         return clean
 
     def close(self) -> None:
+        """Stop any run and close the panel with every widget it holds (ipywidgets keeps them until then)."""
+        from cryptorsi.notebook.widgets import close_widgets
+
         self.stop()
-        super().close()
+        close_widgets(self)
+        self.result = self.tuned = self.runner = None
 
     # ------------------------------------------------------------------ handlers (main thread)
     def _on_run_clicked(self, _button) -> None:
@@ -183,7 +187,7 @@ class TuningPanel(widgets.VBox):
         except (ConfigError, ValueError) as exc:
             self._say(f"Cannot run: {_e(exc)}", error=True)
             return
-        self.status_box.children = ()
+        self._close_views()
         self.state = "running"
         self.run_button.disabled, self.stop_button.disabled = True, False
         self._say(f"Running on the <b>{config.source}</b> source ...")
@@ -347,6 +351,14 @@ class TuningPanel(widgets.VBox):
 
     def _place_view(self, view) -> None:
         self.status_box.children = (view,)
+
+    def _close_views(self) -> None:
+        """Close the previous run's view (ipywidgets would keep it, and its widgets, for ever)."""
+        from cryptorsi.notebook.widgets import close_widgets
+
+        old, self.status_box.children = self.status_box.children, ()
+        for view in old:
+            close_widgets(view)
 
     def _ended(self, state: str, text: str | None) -> None:
         self.run_button.disabled, self.stop_button.disabled = False, True

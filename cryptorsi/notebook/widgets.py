@@ -2,8 +2,13 @@
 
 Widgets are created on the kernel's main thread (in the cell that starts the run). Their ``update``
 / ``show_result`` methods may be called from any thread: they only assign traits (and append to an
-``Output`` widget with ``append_display_data``), which ipywidgets sends to the frontend as comm
-messages; no ``with output:`` block is ever entered off the main thread.
+``Output`` widget's outputs), which ipywidgets sends to the frontend as comm messages; no ``with output:``
+block is ever entered off the main thread.
+
+ipywidgets keeps every widget it has made (and its comm) until the widget is closed, shown or not, so a
+day of runs in one kernel would keep every run's view: :func:`close_widgets` closes a widget and all the
+widgets it holds, and :func:`keep_live` keeps only the views of the last :data:`LIVE_VIEWS` runs shown in
+cells as widgets, older ones becoming a static copy of what they showed.
 
 >>> status = StatusWidget(["1h", "1d"])        # doctest: +SKIP
 >>> status.update(runner.status())             # doctest: +SKIP  (from any thread)
@@ -12,10 +17,12 @@ messages; no ``with output:`` block is ever entered off the main thread.
 
 from __future__ import annotations
 
+import base64
 import html
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +30,8 @@ import ipywidgets as widgets
 
 from cryptorsi.runtime.worker import THREAD_PREFIX
 
-__all__ = ["StatusWidget", "StatusRefresher", "ResultsTable", "RunView", "requests_text"]
+__all__ = ["StatusWidget", "StatusRefresher", "ResultsTable", "RunView", "requests_text", "held_widgets",
+           "close_widgets", "keep_live", "LIVE_VIEWS"]
 
 log = logging.getLogger(__name__)
 
@@ -242,12 +250,15 @@ class RunView(widgets.VBox):
         """Show the table and the figures (PNG bytes, by name); safe from any thread."""
         if not self.results:
             return
-        from IPython.display import Image
-
         self.table.show(result)
         self.table.layout.display = ""
-        for png in (figures or {}).values():
-            self.output.append_display_data(Image(data=png, format="png"))
+        # the display data IPython would make of an Image, without IPython's formatter (Output.append_display_data
+        # makes a global IPython shell, with its history thread and file, when there is no kernel)
+        self.output.outputs += tuple(
+            {"output_type": "display_data", "metadata": {},
+             "data": {"image/png": base64.b64encode(png).decode("ascii"),
+                      "text/plain": "<IPython.core.display.Image object>"}}
+            for png in (figures or {}).values())
 
     def show_message(self, text: str, *, error: bool = False) -> None:
         """Append a line of text under the results; safe from any thread."""
@@ -261,6 +272,66 @@ class RunView(widgets.VBox):
     def finish(self, state: str) -> None:
         if self.status is not None:
             self.status.finish(state)
+
+    def snapshot_html(self) -> str:
+        """What the view shows, as static HTML: the status line, the table and the figures."""
+        parts = [] if self.status is None else [self.status.banner.value, f"<div>{self.status.header.value}</div>"]
+        if self.table is not None and self.table.layout.display != "none":
+            parts.append(self.table.html.value)
+        for output in self.output.outputs if self.output is not None else ():
+            png = output.get("data", {}).get("image/png")
+            if png:
+                parts.append(f"<img src='data:image/png;base64,{png}' style='max-width:100%'/>")
+            elif output.get("output_type") == "stream":
+                parts.append(f"<pre>{_e(output.get('text', ''))}</pre>")
+        return "<div>" + "".join(parts) + "</div>"
+
+    def retire(self, handle=None) -> None:
+        """Replace the view, in the cell it was shown in (its display ``handle``), by :meth:`snapshot_html`, and
+        close its widgets: the kernel no longer holds them."""
+        if handle is not None:
+            from IPython.display import HTML
+
+            handle.update(HTML(self.snapshot_html()))
+        close_widgets(self)
+
+
+#: how many run views shown in cells stay live widgets; older ones are replaced by a static copy and closed
+LIVE_VIEWS = 5
+_live_views: deque = deque()
+_live_lock = threading.Lock()
+
+
+def keep_live(view: RunView, handle=None) -> None:
+    """Count ``view`` (just shown in a cell, with its display ``handle``) among the live run views, and retire
+    the oldest ones beyond :data:`LIVE_VIEWS`. Call it on the kernel's main thread."""
+    with _live_lock:
+        _live_views.append((view, handle))
+        retired = [_live_views.popleft() for _ in range(len(_live_views) - LIVE_VIEWS)]
+    for old, old_handle in retired:
+        old.retire(old_handle)
+
+
+def held_widgets(root: widgets.Widget) -> list[widgets.Widget]:
+    """``root`` and every widget it holds (children, layouts, styles...: its synced traits), each once."""
+    found, todo = {}, [root]
+    while todo:
+        widget = todo.pop()
+        if id(widget) in found:
+            continue
+        found[id(widget)] = widget
+        for name in widget.keys:
+            value = getattr(widget, name, None)
+            todo.extend(v for v in (value if isinstance(value, (list, tuple)) else (value,))
+                        if isinstance(v, widgets.Widget))
+    return list(found.values())
+
+
+def close_widgets(root: widgets.Widget) -> None:
+    """Close ``root`` and every widget it holds (ipywidgets' own ``close``: a subclass that does more on close
+    calls this from its ``close``)."""
+    for widget in held_widgets(root):
+        widgets.Widget.close(widget)
 
 
 def _agents_html(agents: dict[str, dict[str, Any]], now: float) -> str:

@@ -359,7 +359,8 @@ class Faults:
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """One request: ``t`` when it was counted (Binance) or answered, ``status`` 0 when dropped unanswered."""
+    """One request: ``t`` when it was counted (Binance) or answered, by the server's clock; ``status`` 0 when
+    dropped unanswered; ``window`` the number of the weight window it was counted in (-1: not counted)."""
 
     t: float
     method: str
@@ -370,6 +371,7 @@ class RequestRecord:
     status: int  # 0: connection closed without an answer
     weight: int = 0
     fault: str | None = None
+    window: int = -1
 
 
 # --------------------------------------------------------------------------------------------- server
@@ -443,6 +445,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     t_counted: float | None = None  # when the request was counted against the weight budget
     in_flight = False  # counted in the server's requests in flight, until its answer is sent
+    window_counted: int = -1  # the weight window it was counted in
 
     def log_message(self, format, *args):  # quiet
         pass
@@ -484,9 +487,12 @@ class _Handler(BaseHTTPRequestHandler):
 class ExchangeServer:
     """A loopback HTTP server speaking Binance spot and CoinGecko (see the module docstring).
 
-    ``weight_limit`` per ``weight_window_s`` seconds (fixed windows aligned on the clock, like Binance's minute);
-    over it a request gets 429 with ``Retry-After`` (seconds to the window's end); a request arriving more than
-    ``ban_grace_s`` after that 429 and before the window ends gets 418 and bans the client for ``ban_s``.
+    ``weight_limit`` per ``weight_window_s`` seconds, in fixed consecutive windows like Binance's minutes, the first
+    one opening with the first request counted (Binance aligns them on the clock's minutes: here, where a test
+    falls on the clock never matters); over it a request gets 429 with ``Retry-After`` (seconds to the window's
+    end); a request arriving more than ``ban_grace_s`` after that 429 and before the window ends gets 418 and bans
+    the client for ``ban_s``. ``clock`` (seconds, default :func:`time.time`) times the budget, the back-off, the
+    bans and the records: a test can inject one it advances by hand.
     ``advertise_limit``: whether ``exchangeInfo``'s ``rateLimits`` shows the real budget (else Binance's 6000/min);
     ``explain_429``: whether a 429's message states the limit (as Binance's does) or only "Too many requests.".
     ``request_limits``: OKX and Bybit budgets, ``{endpoint or exchange: (requests, window_s)}`` (see
@@ -508,8 +514,10 @@ class ExchangeServer:
         explain_429: bool = True,
         request_limits: Mapping[str, tuple[int, float]] | None = None,
         okx_history_limit: int = 100,
+        clock: Callable[[], float] = time.time,
     ):
         self.market = market
+        self.clock = clock
         self.faults = faults or Faults()
         self.weight_limit = int(weight_limit)
         self.weight_window_s = float(weight_window_s)
@@ -525,6 +533,7 @@ class ExchangeServer:
         self._symbols_json: dict[bool, bytes] = {}  # exchangeInfo's symbols, encoded on the first request
         self._rng = random.Random(self.faults.seed)
         self._counts: dict[str, int] = {}
+        self._window_origin: float | None = None  # when the first weight window opened
         self._window = -1
         self._in_flight = 0
         #: the most requests being answered at once since the last reset_records()
@@ -604,13 +613,14 @@ class ExchangeServer:
     def reset_budget(self) -> None:
         """Forget the weight used, any 429 back-off and any ban (a new client, as after a long pause)."""
         with self._lock:
-            self._window, self._used = -1, 0
+            self._window_origin, self._window, self._used = None, -1, 0
             self._backoff_until = self._first_429 = self._banned_until = 0.0
 
     # -------------------------------------------------------------- handling
     def _record(self, h: _Handler, endpoint: str, params: dict, status: int, weight: int, fault: str | None):
-        rec = RequestRecord(h.t_counted or time.time(), h.command, urlsplit(h.path).path, endpoint, params,
-                            {k.lower(): v for k, v in h.headers.items()}, status, weight, fault)
+        t = h.t_counted if h.t_counted is not None else self.clock()
+        rec = RequestRecord(t, h.command, urlsplit(h.path).path, endpoint, params,
+                            {k.lower(): v for k, v in h.headers.items()}, status, weight, fault, h.window_counted)
         with self._lock:
             self.records.append(rec)
 
@@ -633,7 +643,7 @@ class ExchangeServer:
                 self._in_flight -= 1
 
     def _serve(self, h: _Handler) -> None:
-        h.t_counted = None
+        h.t_counted, h.window_counted = None, -1
         split = urlsplit(h.path)
         params = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         path = split.path
@@ -685,15 +695,17 @@ class ExchangeServer:
 
     def _rate_check(self, h: _Handler, weight: int) -> tuple[int | None, dict[str, str], dict | None]:
         """(status or None to serve, headers, error body)."""
-        now = h.t_counted = time.time()
+        now = h.t_counted = self.clock()
         with self._lock:
             if now < self._banned_until:
                 until = int(self._banned_until * 1000)
                 return 418, {"Retry-After": str(math.ceil(self._banned_until - now))}, {
                     "code": -1003, "msg": f"Way too much request weight used; IP banned until {until}. "
                     "Please use WebSocket Streams for live updates to avoid bans."}
-            window = int(now // self.weight_window_s)
-            window_end = (window + 1) * self.weight_window_s
+            if self._window_origin is None:
+                self._window_origin = now
+            window = h.window_counted = int((now - self._window_origin) // self.weight_window_s)
+            window_end = self._window_origin + (window + 1) * self.weight_window_s
             if window != self._window:
                 self._window, self._used = window, 0
             self._used += weight
