@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -131,8 +132,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def console_main() -> None:
-    """The ``cryptorsi`` command (and ``python -m cryptorsi``): :func:`main`, then exit with its code."""
-    sys.exit(main())
+    """The ``cryptorsi`` command (and ``python -m cryptorsi``): :func:`main`, then exit with its code.
+
+    A reader that goes away (``cryptorsi query ... | head``) ends the output quietly, as the Python docs advise
+    for a command's own standard output (its later writes go to ``os.devnull``)."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
+    sys.exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cryptorsi: interrupted; the session is marked interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of the output went away: nothing to report (see console_main)
+        raise
     except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback with --verbose
         if verbose:
             logging.getLogger("cryptorsi").exception("failed")

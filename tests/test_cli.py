@@ -107,3 +107,21 @@ def test_console_script_runs_as_a_process(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cryptorsi", "run", "--top", "0"], capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--top" in bad.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path):
+    """``cryptorsi query ... | head``: no "Broken pipe" error line on stderr."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "pipe.db"
+    assert main(["run", "--source", "sample", "--top", "12", "--timeframes", "1h", "--weeks", "20", "--db", str(db),
+                 "--no-progress"]) == 0
+    # ~3,400 rows of prices: more than a pipe holds, so the command is still writing when the reader leaves
+    proc = subprocess.Popen([sys.executable, "-m", "cryptorsi", "query", "prices", "--symbol", "BTC", "--timeframe",
+                             "1h", "--db", str(db), "--format", "csv"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as head does once it has its lines
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert first.startswith(b"open_time,") and err == "", err
