@@ -350,6 +350,23 @@ def test_closing_the_panel_closes_every_widget_it_holds(tmp_path):
     assert not held & live_widget_ids()
 
 
+def test_the_panel_picks_the_exchange_of_a_live_run(tmp_path):
+    panel = cr.ui(source="live", exchange="okx", top_n_coins=10, timeframes="1d", weeks=10,
+                  db_path=str(tmp_path / "p.db"))
+    try:
+        picker = panel.controls["exchange"]
+        assert picker.value == "okx" and {"binance", "okx", "bybit", "coinbase"} <= set(picker.options)
+        picker.value = "bybit"
+        assert panel.config().exchange == "bybit"
+        picker.value = "kraken"  # any ccxt id: typed, not only picked
+        assert panel.config().exchange == "kraken"
+        picker.value = "no such exchange"
+        panel.run()
+        assert panel.state != "running" and "Cannot run" in panel.message.value and "exchange" in panel.message.value
+    finally:
+        panel.close()
+
+
 def test_runs_in_one_process_leave_no_thread_widget_or_ipython_shell(tmp_path):
     """Three runs with their notebook views, in a fresh process: afterwards one thread (no IPython shell with
     its history thread is made outside a kernel), no runner, no pyplot figure, only the views' own widgets."""

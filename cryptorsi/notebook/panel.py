@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 #: controls applied to a finished run through ``retune`` (the others need a new run)
 TUNABLE = ("rsi_period", "rsi_method", "correlation_threshold", "low_cap_percentile", "timeframes")
 
+#: the exchanges the picker lists (ccxt ids; any other can be typed)
+_EXCHANGES = ("binance", "binanceus", "okx", "bybit", "coinbase", "kraken")
 _FIGURES = ("bars", "rsi", "heatmap", "cap")
 _FIGURE_DPI = 80
 _TAB_TITLES = ("Table", "Correlation bars", "RSI vs BTC", "Heatmap", "Market cap vs correlation")
@@ -77,6 +79,9 @@ class TuningPanel(widgets.VBox):
         self.controls: dict[str, widgets.Widget] = {
             "source": widgets.Dropdown(options=["sample", "cache", "live"], value=config.source,
                                        description="source", style=style, layout=wide),
+            # any ccxt id can be typed; the list offers the exchanges the project's tests serve, and two more
+            "exchange": widgets.Combobox(value=config.exchange, options=list(_EXCHANGES), ensure_option=False,
+                                         description="exchange (live)", style=style, layout=wide),
             "top_n_coins": widgets.BoundedIntText(value=config.top_n_coins, min=2, max=5000, description="top N coins",
                                                   style=style, layout=wide),
             "timeframes": widgets.SelectMultiple(options=list(TIMEFRAMES), value=tuple(config.timeframes), rows=5,
@@ -114,7 +119,8 @@ class TuningPanel(widgets.VBox):
             self.tabs.set_title(i, title)
         self.results_box = widgets.VBox([self.tabs], layout=widgets.Layout(display="none"))
 
-        data = widgets.VBox([self.controls[k] for k in ("source", "top_n_coins", "timeframes", "weeks", "db_path")])
+        data = widgets.VBox([self.controls[k] for k in ("source", "exchange", "top_n_coins", "timeframes", "weeks",
+                                                        "db_path")])
         tuning = widgets.VBox([widgets.HTML("<b>Tuning</b> (applied at once after a run, from cached candles)")]
                               + [self.controls[k] for k in ("rsi_period", "rsi_method", "correlation_threshold",
                                                             "low_cap_percentile")])
@@ -136,7 +142,8 @@ class TuningPanel(widgets.VBox):
         """The config the controls describe (``ConfigError`` names a bad field)."""
         c = self.controls
         return self.base_config.replace(
-            source=c["source"].value, top_n_coins=int(c["top_n_coins"].value), timeframes=tuple(c["timeframes"].value),
+            source=c["source"].value, exchange=c["exchange"].value, top_n_coins=int(c["top_n_coins"].value),
+            timeframes=tuple(c["timeframes"].value),
             weeks=float(c["weeks"].value), db_path=c["db_path"].value, rsi_period=int(c["rsi_period"].value),
             rsi_method=c["rsi_method"].value, correlation_threshold=float(c["correlation_threshold"].value),
             low_cap_percentile=float(c["low_cap_percentile"].value))
@@ -190,7 +197,8 @@ class TuningPanel(widgets.VBox):
         self._close_views()
         self.state = "running"
         self.run_button.disabled, self.stop_button.disabled = True, False
-        self._say(f"Running on the <b>{config.source}</b> source ...")
+        where = f" ({config.exchange})" if config.source == "live" else ""
+        self._say(f"Running on the <b>{config.source}</b> source{where} ...")
         try:
             with show_runs_in(self._place_view, results=False):
                 self.runner = Runner(config, progress=True).start()
