@@ -73,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="|correlation| needed to select a coin (default 0.7)")
     run.add_argument("--low-cap-percentile", dest="low_cap_percentile", default="25",
                      help="market-cap percentile at or below which a coin is low cap (default 25)")
-    run.add_argument("--quote", default="USDC", help="quote asset, or a preference list such as USDC,USDT")
+    run.add_argument("--quote", default=None, help="quote asset, or a preference list such as USDC,USDT "
+                                                   "(default: USDC; USD,USDC on coinbase and kraken)")
     run.add_argument("--benchmark", default="BTC", help="benchmark coin (default BTC)")
     run.add_argument("--db", dest="db_path", default="crypto_data.db", help="SQLite file (default crypto_data.db)")
     run.add_argument("--bus", dest="bus_url", default="memory://", help="memory:// or redis://host:port/db")

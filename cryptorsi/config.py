@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from cryptorsi.errors import ConfigError
+from cryptorsi.exchanges import default_quotes
 from cryptorsi.market import TIMEFRAMES
 
 __all__ = ["AnalysisConfig", "SOURCES", "RSI_METHODS"]
@@ -51,7 +52,8 @@ class AnalysisConfig:
     rsi_method: str = "wilder"
     correlation_threshold: float = 0.7
     low_cap_percentile: float = 25.0
-    quote: tuple[str, ...] = ("USDC",)
+    #: None: the preference that fits the exchange (USDC; USD,USDC on Coinbase and Kraken)
+    quote: tuple[str, ...] | None = None
     benchmark: str = "BTC"
     source: str = "live"
     db_path: str = "crypto_data.db"
@@ -88,7 +90,6 @@ class AnalysisConfig:
         put("rsi_method", _choice("rsi_method", self.rsi_method, RSI_METHODS))
         put("correlation_threshold", _number("correlation_threshold", self.correlation_threshold, low=0, high=1))
         put("low_cap_percentile", _number("low_cap_percentile", self.low_cap_percentile, low=0, high=100))
-        put("quote", _quotes(self.quote))
         put("benchmark", _ticker("benchmark", self.benchmark))
         put("source", _choice("source", self.source, SOURCES))
         if not str(self.db_path).strip():
@@ -101,6 +102,7 @@ class AnalysisConfig:
         if not isinstance(self.exchange, str) or not _EXCHANGE_ID.match(self.exchange.strip().lower()):
             raise ConfigError("exchange", f"must be a ccxt exchange id such as binance or okx, got {self.exchange!r}")
         put("exchange", self.exchange.strip().lower())
+        put("quote", _quotes(self.quote) if self.quote is not None else default_quotes(self.exchange))
         for name in ("exchange_url", "binance_url", "coingecko_url"):
             value = getattr(self, name)
             if value is not None:

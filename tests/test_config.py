@@ -73,3 +73,10 @@ def test_replace_validates_again():
     assert cfg.replace(rsi_period=21).rsi_period == 21
     with pytest.raises(ConfigError, match="^rsi_period: "):
         cfg.replace(rsi_period=0)
+
+
+def test_the_default_quote_fits_the_exchange():
+    assert AnalysisConfig().quote == ("USDC",)
+    assert AnalysisConfig(exchange="kraken").quote == AnalysisConfig(exchange="coinbase").quote == ("USD", "USDC")
+    assert AnalysisConfig(exchange="kraken", quote="EUR").quote == ("EUR",)  # a quote given is kept
+    assert AnalysisConfig.from_dict(AnalysisConfig(exchange="coinbase").to_dict()).quote == ("USD", "USDC")

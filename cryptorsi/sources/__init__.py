@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from cryptorsi.errors import ConfigError
+from cryptorsi.exchanges import BINANCE_FAMILY
 from cryptorsi.events import SourceSpec
 from cryptorsi.sources.base import MarketSource
 
@@ -22,8 +23,6 @@ def source_spec(config) -> SourceSpec:
     ``binance_url`` is another name of ``exchange_url`` for the Binance family (binance, binanceus)."""
     url = config.exchange_url
     if config.binance_url is not None:
-        from cryptorsi.sources.live import BINANCE_FAMILY
-
         if config.exchange not in BINANCE_FAMILY:
             raise ConfigError("binance_url", f"is the API root of binance or binanceus; for {config.exchange} "
                                              "use exchange_url (--exchange-url)")

@@ -9,7 +9,8 @@ every thread for its ``Retry-After`` (so a 418 ban never comes); network errors,
 unknown symbol is not retried. Waits are event waits that :meth:`LiveSource.close` interrupts. An unreachable host
 is given up on within ``unavailable_after_s`` with one line naming it; a host that refuses this client (HTTP 451 for
 a restricted location, a firewall's 403) is asked nothing more, and the line names the ways out
-(:class:`~cryptorsi.errors.SourceRefused`). Binance is reached at its public market-data host (:data:`BINANCE_URL`).
+(:class:`~cryptorsi.errors.SourceRefused`). Binance is reached at its public market-data host
+(:data:`cryptorsi.exchanges.BINANCE_URL`); what ccxt does not say of an exchange is in :mod:`cryptorsi.exchanges`.
 
 Time is the exchange's: ``serverTime`` of ``exchangeInfo`` (a lower bound, taken when its answer arrived) decides
 which candles are closed, and ends the default window (:meth:`LiveSource.default_end_ms`), so a market whose clock
@@ -39,6 +40,7 @@ import tenacity
 from requests.adapters import HTTPAdapter
 
 from cryptorsi.errors import ConfigError, SourceError, SourceRefused, SourceUnavailable
+from cryptorsi.exchanges import BINANCE_FAMILY, BINANCE_URL, EXCHANGE_FACTS
 from cryptorsi.market import Coin, Market, candles_from_table, empty_candles, timeframe_ms
 from cryptorsi.sources.base import MarketSource
 from cryptorsi.sources.budget import BudgetClosed, WeightBudget
@@ -48,9 +50,6 @@ __all__ = ["LiveSource", "BINANCE_URL", "COINGECKO_URL", "COINGECKO_PRO_URL"]
 
 log = logging.getLogger(__name__)
 
-#: Binance's public market-data host: spot market data only, no key, and it answers where ``api.binance.com``
-#: refuses a restricted location (HTTP 451). Its use is under Binance's terms.
-BINANCE_URL = "https://data-api.binance.vision"
 COINGECKO_URL = "https://api.coingecko.com"
 COINGECKO_PRO_URL = "https://pro-api.coingecko.com"
 KLINES_LIMIT = 1000
@@ -81,16 +80,8 @@ def _refusal(status: int | None, host: str) -> str | None:
                 f"requests); wait before trying again, use another host with --exchange-url (exchange_url), "
                 f"{_OFFLINE}")
     return None
-#: the exchanges that speak Binance's API (weights, X-MBX-USED-WEIGHT headers, exchangeInfo, klines)
-BINANCE_FAMILY = ("binance", "binanceus")
-#: what ccxt does not say about an exchange: ``root`` (its API root when it is not ccxt's), ``page`` (candles a
-#: request really returns, when ccxt's features say more: OKX documents 100 for history-candles, where old
-#: windows come from, ccxt 300 for recent candles), ``history`` (most candles it keeps per timeframe)
-EXCHANGE_FACTS: dict[str, dict[str, Any]] = {
-    "binance": {"root": BINANCE_URL},
-    "okx": {"page": 100},
-    "kraken": {"history": 720},
-}
+
+
 #: ccxt options that keep a client on public spot endpoints (the same names serve binance, okx, bybit...)
 SPOT_ONLY = {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False}
 #: where each timeframe's candle grid starts: sub-daily and daily candles on UTC midnights, weekly ones on Mondays
