@@ -345,6 +345,7 @@ def test_one_database_keeps_the_series_of_two_exchanges_apart(market, tmp_path, 
 @pytest.mark.parametrize("argv, named", [
     (["--exchange", "coinbase", "--timeframes", "4h"], ["--timeframes", "4h", "coinbase", "1h", "6h"]),
     (["--exchange", "nosuch"], ["--exchange", "nosuch"]),
+    (["--exchange", "bitflyer"], ["--exchange", "bitflyer", "no candles"]),  # a ccxt exchange without fetchOHLCV
     (["--exchange", "kraken", "--timeframes", "1h", "--weeks", "50"], ["--weeks", "kraken", "720"]),
     (["--exchange", "okx", "--binance-url", "http://127.0.0.1:9"], ["--binance-url", "okx", "--exchange-url"]),
 ])
