@@ -251,6 +251,7 @@ class Runner:
             "session_id": self.session_id,
             "state": self.state,
             "source": self.config.source,
+            "exchange": self.config.exchange if self.config.source == "live" else None,
             "synthetic": self.synthetic,
             "elapsed_s": None if self._started_at is None else round(time.monotonic() - self._started_at, 3),
             "progress": {tf: dict(p) for tf, p in self._progress.items()},

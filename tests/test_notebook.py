@@ -244,6 +244,8 @@ def test_status_widget_updated_from_another_thread():
     assert widget.bars["1h"].max == 10 and widget.counts["1h"].value == "4/10 coins, 1 failed"
     assert "failures so far: <b>2</b>" in widget.totals.value
     assert "requests used: 120 of 6000" in widget.totals.value
+    widget.update(fake_status(4) | {"exchange": "okx"})
+    assert "&middot; live okx &middot;" in widget.header.value  # a live run names its exchange
     assert "DataFetcher" in widget.agents.value and "<td style='text-align:right'>7</td>" in widget.agents.value
     live = {"requests": 412, "klines_requests": 400, "weight": 824, "weight_in_window": 310, "weight_limit": 6000,
             "weight_window_s": 60.0, "retries": 3, "rate_limited": 1, "banned": 0, "errors": 0, "paused_s": 2.5,

@@ -68,8 +68,9 @@ class StatusWidget(widgets.VBox):
             state = status.get("state", "")
             elapsed = status.get("elapsed_s")
             timing = "" if elapsed is None else f" &middot; {elapsed:.1f} s"
+            where = " ".join(filter(None, (status.get("source") or self.source, status.get("exchange"))))
             self.header.value = (f"<b>cryptorsi</b> session <code>{_e(status.get('session_id') or '')}</code> "
-                                 f"&middot; {_e(status.get('source') or self.source)} &middot; <b>{_e(state)}</b>{timing}")
+                                 f"&middot; {_e(where)} &middot; <b>{_e(state)}</b>{timing}")
             for timeframe, progress in (status.get("progress") or {}).items():
                 bar = self.bars.get(timeframe)
                 if bar is None:
