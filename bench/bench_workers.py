@@ -47,9 +47,9 @@ def start_workers(bus_url: str, count: int) -> list[subprocess.Popen]:
     return workers
 
 
-def process_cpu(pid: int, path: str | None = None) -> float:
-    """CPU seconds (user + system) a running process (or thread: ``path``) has used so far (Linux: /proc)."""
-    with open(path or f"/proc/{pid}/stat") as stat:
+def process_cpu(stat_path: str) -> float:
+    """CPU seconds (user + system) a running process or thread has used so far, from its /proc stat file."""
+    with open(stat_path) as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -60,7 +60,7 @@ class ThreadCPU:
 
     def __init__(self):
         self.seconds: dict[int, tuple[str, float]] = {}
-        self._before = {int(tid): process_cpu(0, f"/proc/self/task/{tid}/stat")
+        self._before = {int(tid): process_cpu(f"/proc/self/task/{tid}/stat")
                         for tid in os.listdir("/proc/self/task")}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-thread-cpu")
@@ -78,7 +78,7 @@ class ThreadCPU:
             names = {t.native_id: t.name for t in threading.enumerate()}
             for tid in os.listdir("/proc/self/task"):
                 try:
-                    cpu = process_cpu(0, f"/proc/self/task/{tid}/stat")
+                    cpu = process_cpu(f"/proc/self/task/{tid}/stat")
                 except OSError:  # ended meanwhile
                     continue
                 name = names.get(int(tid)) or self.seconds.get(int(tid), ("other", 0.0))[0]
@@ -127,12 +127,12 @@ def main() -> None:
                 try:
                     runner = cr.Runner(base.replace(bus_url=bus, db_path=str(Path(tmp) / f"redis{n}.db")),
                                        stream=io.StringIO(), agents=())
-                    before = [process_cpu(w.pid) for w in workers]
+                    before = [process_cpu(f"/proc/{w.pid}/stat") for w in workers]
                     start, cpu = time.perf_counter(), time.process_time()
                     with ThreadCPU() as threads:  # the last run's is kept: the one with the most workers
                         result = cr.run_analysis(runner=runner)
                     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-                    worker_cpu = [process_cpu(w.pid) - b for w, b in zip(workers, before)]
+                    worker_cpu = [process_cpu(f"/proc/{w.pid}/stat") - b for w, b in zip(workers, before)]
                     rows.append((f"redis, {n} worker process{'es' if n > 1 else ''}", seconds, result, cpu,
                                  worker_cpu))
                 finally:

@@ -664,6 +664,7 @@ def test_an_html_error_page_is_not_shown():
     assert _ccxt_message(Exception(f"binance GET https://host/api/v3/klines 404 {page}")) == "(an HTML page)"
     assert _ccxt_message(Exception('binance {"code":-1121,"msg":"Invalid symbol."}')) == "Invalid symbol."
     assert _ccxt_message(Exception("binance  some\n  text")) == "some text"
+    assert _ccxt_message(Exception("okx GET https://host 400 bad"), "okx") == "GET https://host 400 bad"
 
 
 @pytest.mark.parametrize("configured, expected", [(None, 10), (3, 3)])

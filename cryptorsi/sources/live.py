@@ -5,8 +5,8 @@ Safe to call from several threads at once: every thread gets its own ccxt instan
 thread-safe), all sharing the markets loaded once and one request-weight budget
 (:class:`~cryptorsi.sources.budget.WeightBudget`: Binance's 6,000 weight a minute, klines weighing 2; for another
 exchange, one request per ccxt ``rateLimit`` on average). ccxt's own per-instance limiter is off. A 429 pauses
-every thread for its ``Retry-After`` (so a 418 ban never comes); network errors, timeouts, 5xx and malformed pages are retried with bounded exponential backoff (tenacity); an
-unknown symbol is not retried. Waits are event waits that :meth:`LiveSource.close` interrupts. An unreachable host
+every thread for its ``Retry-After`` (so a 418 ban never comes); network errors, timeouts, 5xx and malformed
+pages are retried with bounded exponential backoff (tenacity); an unknown symbol is not retried. Waits are event waits that :meth:`LiveSource.close` interrupts. An unreachable host
 is given up on within ``unavailable_after_s`` with one line naming it; a host that refuses this client (HTTP 451 for
 a restricted location, a firewall's 403) is asked nothing more, and the line names the ways out
 (:class:`~cryptorsi.errors.SourceRefused`). Binance is reached at its public market-data host
@@ -383,21 +383,21 @@ class LiveSource(MarketSource):
                     raise _Retry(f"HTTP {last['status']}", "http") from None
                 raise _Retry(f"no answer within {self.timeout:g} s", "timeout", unreachable=True) from None
             except (ccxt.BadSymbol, ccxt.BadRequest) as e:
-                raise _Fatal(_ccxt_message(e)) from None
+                raise _Fatal(_ccxt_message(e, self.exchange)) from None
             except ccxt.NetworkError as e:  # ExchangeNotAvailable (5xx, 4xx without a known code), resets
                 status = last.get("status")
                 if status is None:
                     raise _Retry(_short(e.__cause__ or e), "network", unreachable=True) from None
                 if status >= 500:
                     raise _Retry(f"HTTP {status}", "http") from None
-                raise _Fatal(f"HTTP {status} {_ccxt_message(e)}") from None
+                raise _Fatal(f"HTTP {status} {_ccxt_message(e, self.exchange)}") from None
             except ccxt.ExchangeError as e:
                 status = last.get("status")
                 if status is not None and status >= 500:
                     raise _Retry(f"HTTP {status}", "http") from None
                 if status is not None and status >= 400:
-                    raise _Fatal(f"HTTP {status} {_ccxt_message(e)}") from None
-                raise _Retry(f"malformed answer ({_ccxt_message(e)})", "malformed") from None
+                    raise _Fatal(f"HTTP {status} {_ccxt_message(e, self.exchange)}") from None
+                raise _Retry(f"malformed answer ({_ccxt_message(e, self.exchange)})", "malformed") from None
             except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
                 raise _Retry(f"malformed answer ({type(e).__name__})", "malformed") from None
             finally:
@@ -456,7 +456,7 @@ class LiveSource(MarketSource):
             self._load_binance_markets()
         else:
             self._load_ccxt_markets()
-        if self.now_ms is None and self._server_offset_ms is None and self._exchange().has.get("fetchTime"):
+        if self.now_ms is None and self._server_offset_ms is None and self._meta.has.get("fetchTime"):
             self._sync_time()
 
     def _load_ccxt_markets(self) -> None:
@@ -651,7 +651,7 @@ class LiveSource(MarketSource):
             if not rows and body is None:  # ccxt reads a body that is not JSON as a page without candles
                 problem = "not JSON"
             else:
-                problem, table = _check_page(list(rows), rows, since, tf, grid)
+                problem, table = _check_page(rows, None, since, tf, grid)  # ccxt's rows, as raw rows
             if problem:
                 raise _Retry(f"malformed candles page at {pd.Timestamp(since, unit='ms', tz='UTC')}: {problem}",
                              "malformed")
@@ -922,15 +922,16 @@ def currency_code_of(ex) -> Callable[[str], str]:
     return lambda asset: ex.common_currency_code(asset.upper())
 
 
-def _ccxt_message(e: Exception) -> str:
-    """The exchange's own message of a ccxt error ('Invalid symbol.'), else a short form of it."""
+def _ccxt_message(e: Exception, exchange: str = "binance") -> str:
+    """The exchange's own message of a ccxt error ('Invalid symbol.'), else a short form of it (without the
+    ``exchange`` id ccxt starts its messages with)."""
     text = str(e)
     m = re.search(r'"msg"\s*:\s*"([^"]*)"', text)
     if m:
         return m.group(1)
     if re.search(r"<(!doctype|html|head|body)\b", text, re.I):
         return "(an HTML page)"  # a proxy's or CDN's error page: its markup says nothing to a reader
-    text = " ".join(text.replace("binance ", "", 1).split())
+    text = " ".join(text.removeprefix(f"{exchange} ").split())
     return text[:200]
 
 
