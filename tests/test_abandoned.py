@@ -175,8 +175,13 @@ def stuck_run(db) -> tuple[subprocess.Popen, str]:
     """A `cryptorsi run` process blocked mid-run, and its session id."""
     before = set(statuses(db)) if os.path.exists(db) else set()
     proc = subprocess.Popen([sys.executable, "-c", STUCK_RUN, db], stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    assert line.strip() == "stuck", (line, proc.poll())
+    seen = []
+    for line in proc.stdout:  # the results table may come first: the console display does not wait for the database
+        if line.strip() == "stuck":
+            break
+        seen.append(line)
+    else:
+        raise AssertionError(f"the run ended ({proc.wait()}) without reaching its first correlation save: {seen}")
     (session_id,) = set(statuses(db)) - before
     return proc, session_id
 
